@@ -1,0 +1,172 @@
+"""The Llama/Mistral decoder as a Flax NNX module, with all layers stacked and run under ``jax.lax.scan``.
+
+Parameter tree (logical axis names in brackets; L layers, d width, H/KV heads of D, F mlp, V vocab):
+
+- ``embed_tokens`` [V, d] ("vocab", "embed")
+- ``layers.input_norm``, ``layers.post_attn_norm`` [L, d] ("layers", "embed")
+- ``layers.q_proj`` [L, d, H, D] ("layers", "embed", "heads", "head_dim"); ``k_proj``/``v_proj``
+  [L, d, KV, D] ("layers", "embed", "kv_heads", "head_dim"); ``o_proj`` [L, H, D, d]
+  ("layers", "heads", "head_dim", "embed")
+- ``layers.gate_proj``/``up_proj`` [L, d, F] ("layers", "embed", "mlp"); ``down_proj`` [L, F, d]
+  ("layers", "mlp", "embed")
+- ``norm`` [d] ("embed",); ``lm_head`` [d, V] ("embed", "vocab"), absent when embeddings are tied.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rdpo_jax.models.attention import make_attention_mask
+from rdpo_jax.models.config import ModelConfig
+from rdpo_jax.models.layers import decoder_layer, remat_layer, rms_norm, rope_cos_sin
+from rdpo_jax.models.partitioning import make_param
+
+LAYER_PARAMS = ("input_norm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attn_norm", "gate_proj",
+                "up_proj", "down_proj")
+
+
+def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    """Per-layer shape (without the leading L) and logical names of each stacked layer parameter."""
+    d, h, kv, hd, f = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+    return {
+        "input_norm": ((d,), ("embed",)),
+        "q_proj": ((d, h, hd), ("embed", "heads", "head_dim")),
+        "k_proj": ((d, kv, hd), ("embed", "kv_heads", "head_dim")),
+        "v_proj": ((d, kv, hd), ("embed", "kv_heads", "head_dim")),
+        "o_proj": ((h, hd, d), ("heads", "head_dim", "embed")),
+        "post_attn_norm": ((d,), ("embed",)),
+        "gate_proj": ((d, f), ("embed", "mlp")),
+        "up_proj": ((d, f), ("embed", "mlp")),
+        "down_proj": ((f, d), ("mlp", "embed")),
+    }
+
+
+class DecoderLayers(nnx.Module):
+    """All L decoder layers as stacked parameters with a leading "layers" axis."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        std = cfg.initializer_range
+        for name, (shape, names) in layer_param_shapes(cfg).items():
+            full = (cfg.num_layers, *shape)
+            if name.endswith("norm"):
+                value = jnp.ones(full, param_dtype)
+            else:
+                value = (std * jax.random.normal(rngs.params(), full, jnp.float32)).astype(param_dtype)
+            setattr(self, name, make_param(value, ("layers", *names)))
+
+    def stacked(self) -> dict[str, jax.Array]:
+        """The stacked weights as a dict of arrays [L, ...] (what ``jax.lax.scan`` iterates over)."""
+        return {name: getattr(self, name)[...] for name in LAYER_PARAMS}
+
+
+class DecoderLM(nnx.Module):
+    """Llama / Mistral causal LM (exact port of transformers' LlamaForCausalLM / MistralForCausalLM).
+
+    Args:
+      config: architecture.
+      rngs: random init (std ``config.initializer_range``, norms at 1).
+      dtype: compute dtype (activations, matmul inputs); softmax, RMSNorm statistics and logits are float32.
+      param_dtype: storage dtype of the parameters.
+      remat: "none", "full", "save_dots" (``dots_with_no_batch_dims_saveable``) or "save_all_dots".
+      scan_layers: run the stacked layers with ``jax.lax.scan`` (compile time independent of depth); False
+        unrolls a Python loop over the same stacked weights (same numbers, for checks).
+      attention_backend: see :func:`rdpo_jax.models.attention.attend`.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        remat: str = "none",
+        scan_layers: bool = True,
+        attention_backend: str = "xla",
+    ):
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        self.param_dtype = jnp.dtype(param_dtype)
+        self.remat = remat
+        self.scan_layers = scan_layers
+        self.attention_backend = attention_backend
+        self.source_dir: str | None = None
+        remat_layer(lambda: None, remat)  # validates the policy name early
+        std = config.initializer_range
+        v, d = config.vocab_size, config.hidden_size
+        self.embed_tokens = make_param(
+            (std * jax.random.normal(rngs.params(), (v, d), jnp.float32)).astype(param_dtype), ("vocab", "embed"))
+        self.layers = DecoderLayers(config, rngs=rngs, param_dtype=param_dtype)
+        self.norm = make_param(jnp.ones((d,), param_dtype), ("embed",))
+        if config.tie_word_embeddings:
+            self.lm_head = None
+        else:
+            self.lm_head = make_param(
+                (std * jax.random.normal(rngs.params(), (d, v), jnp.float32)).astype(param_dtype),
+                ("embed", "vocab"))
+
+    def lm_head_weight(self) -> tuple[jax.Array, str]:
+        """The output head and its layout: ``(kernel [d, V], "dv")`` untied, ``(embedding [V, d], "vd")`` tied.
+
+        ``logits = h @ kernel`` ("dv") or ``h @ embedding.T`` ("vd"); no transpose is materialised here.
+        """
+        if self.lm_head is None:
+            return self.embed_tokens[...], "vd"
+        return self.lm_head[...], "dv"
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        attn_mask: jax.Array | None = None,
+        return_hidden: bool = False,
+    ) -> jax.Array:
+        """Forward pass.
+
+        Args:
+          input_ids: int [B, T].
+          attention_mask: 0/1 [B, T] padding mask (1 = real token), or None (all real).
+          positions: int [B, T] position ids; default ``max(cumsum(attention_mask) - 1, 0)`` (so left-padded
+            rows start at 0 at their first real token; RoPE is relative, so this matches HF on real tokens),
+            or ``arange(T)`` without a mask.
+          segment_ids: int [B, T]; tokens attend only within their segment (packed rows).
+          attn_mask: explicit boolean [B, T, T] mask replacing causal & segment (tree-packed rows); padding
+            and the sliding window are still applied.
+          return_hidden: return the final-norm hidden states [B, T, d] (compute dtype) instead of logits.
+
+        Returns:
+          float32 logits [B, T, V] ``= RMS(h_L) @ W_head``, or hidden states [B, T, d].
+        """
+        cfg = self.config
+        b, t = input_ids.shape
+        if positions is None:
+            if attention_mask is not None:
+                positions = jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+            else:
+                positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        mask = make_attention_mask(positions, positions, padding_mask=attention_mask, segment_ids=segment_ids,
+                                   sliding_window=cfg.sliding_window, explicit_mask=attn_mask)
+        cos, sin = rope_cos_sin(positions, jnp.asarray(cfg.rope_inv_freq()), self.dtype)
+        x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
+
+        layer = functools.partial(decoder_layer, cos=cos, sin=sin, mask=mask, eps=cfg.rms_norm_eps,
+                                  backend=self.attention_backend)
+        layer = remat_layer(layer, self.remat)
+        stacked = self.layers.stacked()
+        if self.scan_layers:
+            x, _ = jax.lax.scan(lambda carry, p: (layer(p, carry), None), x, stacked)
+        else:
+            for i in range(cfg.num_layers):
+                x = layer({k: w[i] for k, w in stacked.items()}, x)
+        h = rms_norm(x, self.norm[...], cfg.rms_norm_eps)
+        if return_hidden:
+            return h
+        w, layout = self.lm_head_weight()
+        eq = "btd,dv->btv" if layout == "dv" else "btd,vd->btv"
+        return jnp.einsum(eq, h, w.astype(h.dtype), preferred_element_type=jnp.float32).astype(jnp.float32)
