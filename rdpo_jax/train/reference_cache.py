@@ -1,0 +1,148 @@
+"""Reference log-prob cache: one pass of the frozen reference over a training set stores R_w, R_l per
+example, so training never loads the reference model (TRL's `precompute_ref_log_probs`, with a check).
+
+The cache carries a fingerprint of (a) the reference model: its config and, per parameter, shape, dtype,
+sum and sum of squares; (b) the data and tokenisation: a SHA-256 over every row array the step sees
+(token ids, positions, targets, masks, slots) in example order; (c) free-form settings (tokenizer name,
+template, truncation). Loading with a different expected fingerprint is an error that names what differs.
+Files are written to a temporary name and renamed, so a partial cache is never read as good.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rdpo_jax.train.objectives import ROLE_CHOSEN, ROLE_REJECTED, pair_sums, row_token_logps
+
+ROW_ARRAYS = ("input_ids", "positions", "attention_mask", "attn_mask", "targets", "loss_mask", "score_slot",
+              "slot_pair", "slot_role", "pair_mask")
+
+
+class ReferenceCacheMismatch(ValueError):
+    """The cache was computed for another model, data set or tokenisation."""
+
+
+def model_fingerprint(config: Any, params) -> str:
+    """SHA-256 of the model config and per-parameter (path, shape, dtype, sum, sum of squares) in float64."""
+    h = hashlib.sha256(repr(config).encode())
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    stats = jax.jit(lambda leaves: [(jnp.sum(x.astype(jnp.float32)), jnp.sum(jnp.square(x.astype(jnp.float32))))
+                                    for x in leaves])([leaf for _, leaf in flat])
+    for (path, leaf), (s, s2) in zip(flat, stats, strict=True):
+        h.update(f"{jax.tree_util.keystr(path)}|{leaf.shape}|{leaf.dtype}|{float(s):.6e}|{float(s2):.6e}".encode())
+    return h.hexdigest()
+
+
+class _DataHasher:
+    def __init__(self):
+        self._h = hashlib.sha256()
+
+    def update(self, indices: np.ndarray, batch: Mapping[str, Any]) -> None:
+        self._h.update(np.ascontiguousarray(indices, np.int64).tobytes())
+        for key in ROW_ARRAYS:
+            if key in batch:
+                arr = np.asarray(batch[key])
+                self._h.update(key.encode() + str(arr.shape).encode() + np.ascontiguousarray(arr).tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def data_fingerprint(batches: Iterable[tuple[np.ndarray, Mapping[str, Any]]]) -> str:
+    """SHA-256 over ``(indices, batch)`` pairs in order: recompute it at training time by iterating the data
+    in the same canonical (unshuffled) order as the cache pass, without any model."""
+    hasher = _DataHasher()
+    for indices, batch in batches:
+        hasher.update(indices, batch)
+    return hasher.hexdigest()
+
+
+def settings_fingerprint(settings: Mapping[str, Any] | None) -> str:
+    return json.dumps(dict(settings or {}), sort_keys=True, default=str)
+
+
+@dataclasses.dataclass
+class ReferenceCache:
+    """R_w (``chosen``) and R_l (``rejected``) per example index [n], with the fingerprint they belong to."""
+
+    fingerprint: dict[str, str]
+    chosen: np.ndarray
+    rejected: np.ndarray
+
+    def lookup(self, indices: np.ndarray, pair_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Batch entries ``ref_chosen``/``ref_rejected`` [M, P] for example indices [M, P] (padding: 0)."""
+        idx = np.where(pair_mask, indices, 0)
+        return {"ref_chosen": np.where(pair_mask, self.chosen[idx], 0.0).astype(np.float32),
+                "ref_rejected": np.where(pair_mask, self.rejected[idx], 0.0).astype(np.float32)}
+
+    def save(self, path: str) -> None:
+        """Writes ``path`` (.npz with the fingerprint inside) atomically."""
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, chosen=self.chosen, rejected=self.rejected,
+                     fingerprint=np.frombuffer(json.dumps(self.fingerprint, sort_keys=True).encode(), np.uint8))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str, expected: Mapping[str, str] | None = None) -> ReferenceCache:
+        """Reads a cache; with ``expected``, every fingerprint entry must match (the error names those that
+        differ and says to recompute the cache)."""
+        try:
+            with np.load(path) as z:
+                fp = json.loads(bytes(z["fingerprint"]).decode())
+                cache = cls(fp, z["chosen"], z["rejected"])
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise ReferenceCacheMismatch(f"reference cache {path!r} cannot be read ({e}); recompute it") from e
+        if expected is not None:
+            differ = sorted(k for k in set(expected) | set(fp) if expected.get(k) != fp.get(k))
+            if differ:
+                raise ReferenceCacheMismatch(
+                    f"reference cache {path!r} was computed for a different {', '.join(differ)} "
+                    f"(cache: {[fp.get(k) for k in differ]}, now: {[expected.get(k) for k in differ]}); "
+                    "recompute it with the current model, data and tokenisation")
+        return cache
+
+
+def make_reference_fn(graphdef: nnx.GraphDef, block_size: int):
+    """Jitted ``f(ref_params, batch) -> (R_w [M, P], R_l [M, P])`` over micro-batches."""
+
+    def per_micro(ref_params, rows):
+        model = nnx.merge(graphdef, ref_params)
+        sums, _ = pair_sums(row_token_logps(model, rows, block_size), rows, rows["pair_mask"].shape[-1])
+        return sums[:, ROLE_CHOSEN], sums[:, ROLE_REJECTED]
+
+    return jax.jit(lambda p, b: jax.lax.map(lambda rows: per_micro(p, rows), b))
+
+
+def compute_reference_cache(graphdef: nnx.GraphDef, ref_params, batches: Iterable[tuple[np.ndarray, dict]],
+                            num_examples: int, *, config: Any = None, settings: Mapping[str, Any] | None = None,
+                            block_size: int = 2048) -> ReferenceCache:
+    """One pass over ``(indices [M, P], batch)`` pairs (indices: example ids of the pairs; the batch in the
+    row contract) computing the reference sums of every real pair. Every example must be covered."""
+    ref_fn = make_reference_fn(graphdef, block_size)
+    chosen = np.full(num_examples, np.nan, np.float32)
+    rejected = np.full(num_examples, np.nan, np.float32)
+    hasher = _DataHasher()
+    for indices, batch in batches:
+        hasher.update(indices, batch)
+        r_w, r_l = jax.device_get(ref_fn(ref_params, {k: v for k, v in batch.items() if k in ROW_ARRAYS}))
+        real = np.asarray(batch["pair_mask"], bool)
+        chosen[indices[real]] = np.asarray(r_w)[real]
+        rejected[indices[real]] = np.asarray(r_l)[real]
+    missing = np.flatnonzero(np.isnan(chosen))
+    if missing.size:
+        raise ValueError(f"reference cache: {missing.size} of {num_examples} examples were not in any batch "
+                         f"(first: {missing[:5].tolist()}); iterate over the whole set without dropping a remainder")
+    fingerprint = {"model": model_fingerprint(config, ref_params), "data": hasher.hexdigest(),
+                   "settings": settings_fingerprint(settings)}
+    return ReferenceCache(fingerprint, chosen, rejected)
