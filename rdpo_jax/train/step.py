@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from rdpo_jax.sharding import batch_sharding, param_shardings, replicated
+from rdpo_jax.sharding import batch_sharding, param_shardings, replicated, validate_layout
 
 PAIR_KEYS = frozenset({"pair_mask", "rationale_mask", "ref_chosen", "ref_rejected"})
 NAN_POLICIES = ("error", "skip")
@@ -133,9 +133,17 @@ def make_train_step(graphdef: nnx.GraphDef, objective, tx: optax.GradientTransfo
 
 
 def jit_train_step(step: Callable, shardings: TrainState | None, mesh: Mesh | None, batch_example: dict,
-                   ref_shardings=None) -> Callable:
-    """``jax.jit`` with explicit in/out shardings and the state donated (no mesh: plain jit, donated)."""
+                   ref_shardings=None, model_config=None) -> Callable:
+    """``jax.jit`` with explicit in/out shardings and the state donated (no mesh: plain jit, donated).
+
+    With a mesh, the batch rows and (given ``model_config``) the attention heads are checked against the
+    mesh first, so a layout that cannot work fails here, before anything is compiled.
+    """
     if mesh is None or shardings is None:
         return jax.jit(step, donate_argnums=0)
+    validate_layout(dict(mesh.shape), global_rows=batch_example["input_ids"].shape[1],
+                    num_heads=getattr(model_config, "num_heads", None),
+                    num_kv_heads=getattr(model_config, "num_kv_heads", None),
+                    global_batch_name="micro-batch")
     return jax.jit(step, in_shardings=(shardings, batch_shardings(mesh, batch_example), ref_shardings),
                    out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
