@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rdpo_jax.losses import SequenceLogps
 from rdpo_jax.sharding import MeshConfig, make_mesh
 from rdpo_jax.train.objectives import PreferenceObjective, SFTObjective
 from rdpo_jax.train.optim import OptimConfig, make_optimizer, make_schedule
