@@ -11,8 +11,29 @@ Public API:
   :func:`plugin_mutual_information`, :func:`shuffle_rationales`, :func:`synthetic_tokenizer`
 """
 
+from .batching import BatchPlan, Buckets, make_batch, packed_batch, pad_id_for, three_row_batch
+from .chat import (
+    LLAMA3_CHAT_TEMPLATE,
+    MISTRAL_V1_CHAT_TEMPLATE,
+    MISTRAL_V3_CHAT_TEMPLATE,
+    ChatStats,
+    encode_chat,
+    prepare_messages,
+    render_chat,
+)
 from .formats import FORMATS, parse_hh_transcript
 from .iteration import Batch, BatchIterator, epoch_permutation
+from .packing import PackedRow, pack_rows, packed_length, tree_attention_mask, unpacked_length
+from .rationale_templates import TEMPLATES, WORDINGS, RationaleWording, rationale_messages
+from .rows import (
+    RowStats,
+    TokenizedExample,
+    TokenizeResult,
+    TokenSeq,
+    TruncationConfig,
+    tokenize_example,
+    tokenize_examples,
+)
 from .schema import (
     REASONS,
     ROLES,
@@ -36,8 +57,41 @@ from .synthetic import (
     shuffle_rationales,
 )
 from .synthetic_vocab import synthetic_tokenizer
+from .tokenizers import llama3_tokenizer, load_tokenizer, mistral_tokenizer
 
 __all__ = [
+    "LLAMA3_CHAT_TEMPLATE",
+    "MISTRAL_V1_CHAT_TEMPLATE",
+    "MISTRAL_V3_CHAT_TEMPLATE",
+    "TEMPLATES",
+    "WORDINGS",
+    "BatchPlan",
+    "Buckets",
+    "ChatStats",
+    "PackedRow",
+    "RationaleWording",
+    "RowStats",
+    "TokenSeq",
+    "TokenizeResult",
+    "TokenizedExample",
+    "TruncationConfig",
+    "encode_chat",
+    "llama3_tokenizer",
+    "load_tokenizer",
+    "make_batch",
+    "mistral_tokenizer",
+    "pack_rows",
+    "packed_batch",
+    "packed_length",
+    "pad_id_for",
+    "prepare_messages",
+    "rationale_messages",
+    "render_chat",
+    "three_row_batch",
+    "tokenize_example",
+    "tokenize_examples",
+    "tree_attention_mask",
+    "unpacked_length",
     "FORMATS",
     "REASONS",
     "ROLES",

@@ -31,6 +31,7 @@ REASONS: dict[str, str] = {
     "identical": "chosen and rejected are the same text",
     "prompt_mismatch": "the chosen and rejected transcripts disagree before their final assistant turn",
     "malformed": "a message list or transcript does not have the documented structure",
+    "no_scored_tokens": "a completion was truncated to zero scored tokens",
 }
 
 ON_BAD_ROW = ("error", "skip")
