@@ -1,15 +1,65 @@
-"""Attention: one boolean-mask builder and one attention entry point with pluggable backends.
+"""Attention: one structured mask, one dense-mask builder, and one entry point with pluggable backends.
 
-The mask is built once per forward from position ids (causal on positions, so left padding, packed
-segments and a later KV cache all use the same rule) and passed to every layer. ``attend`` takes the
-boolean mask; later backends (cuDNN, TPU splash) plug in behind the ``backend`` argument.
+The decoder describes what each query may see with an :class:`AttentionMask` (position ids, segment ids,
+padding, an optional explicit tree mask, the sliding window) rather than only a dense boolean matrix, so a
+backend that takes structured masks can use them:
+
+- ``"xla"``: the reference; any mask. Builds the dense [B, 1, Tq, Tk] mask with :func:`make_attention_mask`
+  (causal on position ids, so left padding, packed segments and a KV cache all use the same rule).
+- ``"cudnn"``: ``jax.nn.dot_product_attention(..., implementation="cudnn")`` (NVIDIA GPU only). Plain causal
+  rows (no padding, segments or explicit mask) use cuDNN's causal + sliding-window mask; anything else
+  passes the dense boolean mask. cuDNN takes bf16/fp16 only: float32 q/k/v are computed in bfloat16 and
+  the output cast back.
+- ``"splash"``: TPU Pallas splash attention (:mod:`rdpo_jax.models.splash`): static causal (or local
+  window) mask on array positions plus segment ids; no explicit tree masks. ``"splash-interpret"`` runs the
+  same kernels in Pallas interpret mode on any platform (slow; for tests).
+- ``"auto"``: cudnn on GPU (bf16/fp16 compute), splash on TPU when the mask allows, otherwise xla.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-BACKENDS = ("xla",)
+BACKENDS = ("auto", "xla", "cudnn", "splash", "splash-interpret")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class AttentionMask:
+    """Structure of an attention mask (a pytree; ``sliding_window`` and ``plain_causal`` are static).
+
+    Fields: ``q_positions`` int [B, Tq], ``k_positions`` int [B, Tk]; ``padding_mask`` 0/1 [B, Tk] or None;
+    ``q_segment_ids`` [B, Tq] / ``k_segment_ids`` [B, Tk] or None; ``explicit_mask`` bool [B, Tq, Tk] or
+    None (replaces causal & same-segment); ``dense`` the precomputed bool [B, 1, Tq, Tk] mask or None;
+    ``sliding_window`` W or None; ``plain_causal`` True when the positions are known to be ``arange(T)``
+    with no padding, segments or explicit mask (so causal on array indices is exact).
+    """
+
+    q_positions: jax.Array
+    k_positions: jax.Array
+    padding_mask: jax.Array | None = None
+    q_segment_ids: jax.Array | None = None
+    k_segment_ids: jax.Array | None = None
+    explicit_mask: jax.Array | None = None
+    dense: jax.Array | None = None
+    sliding_window: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+    plain_causal: bool = dataclasses.field(default=False, metadata=dict(static=True))
+
+    def to_dense(self) -> jax.Array:
+        """The boolean mask [B, 1, Tq, Tk] of :func:`make_attention_mask` (cached in ``dense`` if set)."""
+        if self.dense is not None:
+            return self.dense
+        seg = None if self.q_segment_ids is None else (self.q_segment_ids, self.k_segment_ids)
+        return make_attention_mask(self.q_positions, self.k_positions, padding_mask=self.padding_mask,
+                                   segment_ids=seg, sliding_window=self.sliding_window,
+                                   explicit_mask=self.explicit_mask)
+
+    def with_dense(self) -> AttentionMask:
+        """A copy carrying the dense mask (built once per forward, shared by all layers)."""
+        return dataclasses.replace(self, dense=self.to_dense())
 
 
 def make_attention_mask(
@@ -53,34 +103,103 @@ def make_attention_mask(
     return mask[:, None, :, :]
 
 
+def _platform() -> str:
+    return jax.default_backend()
+
+
+def _is_half(dtype) -> bool:
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def resolve_backend(backend: str, mask: AttentionMask | jax.Array | None = None, *, dtype=None,
+                    head_dim: int | None = None) -> str:
+    """The concrete backend for ``backend`` ("auto" chooses by platform, mask and dtype); validates it.
+
+    "auto": GPU -> "cudnn" when the compute dtype is bf16/fp16 and ``head_dim`` is a multiple of 8 up to
+    128 (else "xla"); TPU -> "splash" for self-attention without an explicit mask (else "xla"); other
+    platforms -> "xla". An explicit choice that cannot run here, or cannot take ``mask``, raises
+    ``ValueError`` naming the alternative.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend {backend!r} is not supported; accepted: {BACKENDS}")
+    platform = _platform()
+    structured = isinstance(mask, AttentionMask)
+    if backend == "auto":
+        if platform == "gpu" and (dtype is None or _is_half(dtype)) and (
+                head_dim is None or (head_dim % 8 == 0 and head_dim <= 128)):
+            return "cudnn"
+        if platform == "tpu" and structured and splash_mask_problem(mask) is None:
+            return "splash"
+        return "xla"
+    if backend == "cudnn" and platform != "gpu":
+        raise ValueError(f"attention_backend='cudnn' needs an NVIDIA GPU (cuDNN) but this process runs on "
+                         f"{platform!r}; use attention_backend='xla' (or 'auto', which picks by platform)")
+    if backend == "splash":
+        if platform != "tpu":
+            raise ValueError(f"attention_backend='splash' needs a TPU but this process runs on {platform!r}; "
+                             "use attention_backend='xla' (or 'cudnn' on GPU, 'auto' to pick by platform; "
+                             "'splash-interpret' runs the kernels in Pallas interpret mode for tests)")
+    if backend in ("splash", "splash-interpret") and mask is not None:
+        problem = splash_mask_problem(mask)
+        if problem is not None:
+            raise ValueError(problem)
+    return backend
+
+
+def splash_mask_problem(mask: AttentionMask | jax.Array) -> str | None:
+    """Why splash attention cannot take ``mask`` (a message naming the alternative), or None if it can."""
+    alt = "attention_backend='xla' (or 'cudnn' on GPU)"
+    if not isinstance(mask, AttentionMask):
+        return ("splash attention takes causal+segment masks only (an AttentionMask), not a dense boolean "
+                f"mask; use {alt}")
+    if mask.explicit_mask is not None:
+        return f"splash attention takes causal+segment masks only; tree-packed rows need {alt}"
+    if mask.q_positions.shape[-1] != mask.k_positions.shape[-1]:
+        return f"splash attention here is self-attention only (Tq == Tk); KV-cache decoding uses {alt}"
+    return None
+
+
 def attend(
     q: jax.Array,
     k: jax.Array,
     v: jax.Array,
-    mask: jax.Array,
+    mask: jax.Array | AttentionMask,
     *,
     backend: str = "xla",
     scale: float | None = None,
 ) -> jax.Array:
     """Grouped-query scaled dot-product attention.
 
-    ``out[b,i,h] = sum_j softmax_j(scale * q[b,i,h] . k[b,j,h//G] masked by mask[b,0,i,j]) v[b,j,h//G]``
+    ``out[b,i,h] = sum_j softmax_j(scale * q[b,i,h] . k[b,j,h//G] masked by M[b,0,i,j]) v[b,j,h//G]``
     with ``G = H / KV`` query heads per key/value head (query head h uses kv head ``h // G``, as
-    transformers' ``repeat_kv``) and ``scale = 1/sqrt(D)`` by default. Scores and softmax are float32;
-    probabilities are cast to ``v.dtype`` before the value product. A query row with no visible key gets
-    finite (uniform) weights, never NaN.
+    transformers' ``repeat_kv``) and ``scale = 1/sqrt(D)`` by default.
 
-    Shapes: q [B, Tq, H, D], k and v [B, Tk, KV, D], mask boolean [B, 1, Tq, Tk] (or broadcastable);
-    returns [B, Tq, H, D] in q's dtype.
+    Shapes: q [B, Tq, H, D], k and v [B, Tk, KV, D], ``mask`` a boolean [B, 1, Tq, Tk] array (or
+    broadcastable; "xla" and "cudnn") or an :class:`AttentionMask` (any backend). Returns [B, Tq, H, D] in
+    q's dtype. ``backend`` is one of :data:`BACKENDS` (see the module docstring).
     """
-    if backend != "xla":
-        raise ValueError(f"attention backend {backend!r} is not supported; accepted: {BACKENDS}")
     b, tq, h, d = q.shape
     kvh = k.shape[2]
     if h % kvh:
         raise ValueError(f"query heads {h} must be a multiple of key/value heads {kvh}")
-    g = h // kvh
+    backend = resolve_backend(backend, mask, dtype=q.dtype, head_dim=d)
     scale = d ** -0.5 if scale is None else scale
+    if backend == "cudnn":
+        return _attend_cudnn(q, k, v, mask, scale)
+    if backend in ("splash", "splash-interpret"):
+        from rdpo_jax.models.splash import splash_attend
+
+        return splash_attend(q, k, v, mask, scale=scale, interpret=backend == "splash-interpret")
+    dense = mask.to_dense() if isinstance(mask, AttentionMask) else mask
+    return _attend_xla(q, k, v, dense, scale)
+
+
+def _attend_xla(q, k, v, mask, scale):
+    """Reference attention: float32 scores and softmax; probabilities cast to ``v.dtype`` for the value
+    product; a query row with no visible key gets finite (uniform) weights, never NaN."""
+    b, tq, h, d = q.shape
+    kvh = k.shape[2]
+    g = h // kvh
     qg = q.reshape(b, tq, kvh, g, d)
     scores = jnp.einsum("bikgd,bjkd->bkgij", qg, k, preferred_element_type=jnp.float32)
     scores = scores.astype(jnp.float32) * scale
@@ -89,3 +208,68 @@ def attend(
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgij,bjkd->bikgd", probs, v)
     return out.reshape(b, tq, h, d).astype(q.dtype)
+
+
+def _attend_cudnn(q, k, v, mask, scale):
+    """cuDNN fused attention ([B, T, N, H] layout, GQA native); bf16 for float32 inputs."""
+    out_dtype = q.dtype
+    if not _is_half(q.dtype):
+        q, k, v = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    if isinstance(mask, AttentionMask) and mask.plain_causal:
+        window = None if mask.sliding_window is None else (mask.sliding_window - 1, 0)
+        out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True, local_window_size=window,
+                                           implementation="cudnn")
+    else:
+        dense = mask.to_dense() if isinstance(mask, AttentionMask) else mask
+        dense = jnp.broadcast_to(dense, (q.shape[0], 1, q.shape[1], k.shape[1]))
+        out = jax.nn.dot_product_attention(q, k, v, mask=dense, scale=scale, implementation="cudnn")
+    return out.astype(out_dtype)
+
+
+def positions_contiguous(positions: jax.Array, segment_ids: jax.Array | None = None,
+                         padding_mask: jax.Array | None = None) -> jax.Array:
+    """Whether positions are ``arange`` per segment on the real tokens: bool [] (all rows).
+
+    For each real token i and the previous real token j < i (padding skipped) of the same segment:
+    ``positions[i] - i == positions[j] - j``. Then causality and a sliding window on array indices equal
+    those on position ids (what splash's static masks need). positions, segment_ids, padding_mask [B, T].
+    """
+    b, t = positions.shape
+    idx = jnp.arange(t, dtype=jnp.int32)
+    real = jnp.ones((b, t), bool) if padding_mask is None else padding_mask != 0
+    seg = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids
+    off = positions.astype(jnp.int32) - idx
+    last_real = jax.lax.cummax(jnp.where(real, idx, -1), axis=1)
+    prev = jnp.concatenate([jnp.full((b, 1), -1, jnp.int32), last_real[:, :-1]], axis=1)
+    prev_c = jnp.maximum(prev, 0)
+    same = (prev >= 0) & (jnp.take_along_axis(seg, prev_c, axis=1) == seg)
+    bad = real & same & (jnp.take_along_axis(off, prev_c, axis=1) != off)
+    return ~jnp.any(bad)
+
+
+def _raise_unless_contiguous(ok) -> None:
+    if not bool(np.asarray(ok)):
+        raise ValueError("splash attention applies causality and the sliding window on array positions, so "
+                         "position ids must be arange per segment (padding in its own segment); these are "
+                         "not: use attention_backend='xla' (or 'cudnn' on GPU)")
+
+
+def check_splash_positions(mask: AttentionMask) -> None:
+    """Refuse (``ValueError``) positions that are not arange per segment: at once when the arrays are
+    concrete, else at run time through a host callback (a runtime error from the jitted call)."""
+    if mask.plain_causal:
+        return
+    ok = positions_contiguous(mask.q_positions, mask.q_segment_ids, mask.padding_mask)
+    host = concrete_or_none(ok)
+    if host is None:
+        jax.debug.callback(_raise_unless_contiguous, ok)
+    else:
+        _raise_unless_contiguous(host)
+
+
+def concrete_or_none(x) -> np.ndarray | None:
+    """``x`` as a numpy array when it is concrete, None when it is a tracer (inside jit)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None

@@ -75,6 +75,26 @@ class ModelConfig:
     bos_token_id: int | None = 1
     eos_token_id: int | tuple[int, ...] | None = 2
     pad_token_id: int | None = None
+    generation_eos_token_id: int | tuple[int, ...] | None = None  # from generation_config.json, if any
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """All end-of-sequence ids (config.json's ``eos_token_id`` then generation_config.json's, deduplicated;
+        Llama 3 Instruct stops on several)."""
+        out: list[int] = []
+        for value in (self.eos_token_id, self.generation_eos_token_id):
+            for i in (value if isinstance(value, tuple | list) else () if value is None else (value,)):
+                if int(i) not in out:
+                    out.append(int(i))
+        return tuple(out)
+
+    @property
+    def generation_pad_id(self) -> int:
+        """Pad id written after a row's EOS by generation: ``pad_token_id``, else the first EOS id, else 0."""
+        if self.pad_token_id is not None:
+            return int(self.pad_token_id)
+        eos = self.eos_token_ids
+        return eos[0] if eos else 0
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -150,9 +170,18 @@ class ModelConfig:
 
     @classmethod
     def from_pretrained_dir(cls, path: str | os.PathLike) -> ModelConfig:
-        """Read ``<path>/config.json`` and parse it with :meth:`from_hf_config`."""
+        """Read ``<path>/config.json`` and parse it with :meth:`from_hf_config`; EOS ids of
+        ``<path>/generation_config.json`` (when present) go to ``generation_eos_token_id``."""
         with open(os.path.join(path, "config.json")) as f:
-            return cls.from_hf_config(json.load(f))
+            cfg = cls.from_hf_config(json.load(f))
+        gen_path = os.path.join(path, "generation_config.json")
+        if os.path.exists(gen_path):
+            with open(gen_path) as f:
+                eos = json.load(f).get("eos_token_id")
+            if eos is not None:
+                eos = tuple(int(i) for i in eos) if isinstance(eos, list) else int(eos)
+                cfg = dataclasses.replace(cfg, generation_eos_token_id=eos)
+        return cfg
 
     # ---------------------------------------------------------------------------------------------- HF out
     def to_hf_config(self) -> dict[str, Any]:

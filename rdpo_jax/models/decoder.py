@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rdpo_jax.models.attention import make_attention_mask
+from rdpo_jax.models.attention import AttentionMask, check_splash_positions, resolve_backend
 from rdpo_jax.models.config import ModelConfig
 from rdpo_jax.models.layers import decoder_layer, remat_layer, rms_norm, rope_cos_sin
 from rdpo_jax.models.partitioning import make_param
@@ -42,6 +42,17 @@ def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tup
         "up_proj": ((d, f), ("embed", "mlp")),
         "down_proj": ((f, d), ("mlp", "embed")),
     }
+
+
+def prepare_mask(mask: AttentionMask, backend: str) -> AttentionMask:
+    """Per-forward work before the layer scan: "xla" builds the dense mask once (shared by all layers);
+    "cudnn" builds it unless the row is plain causal (cuDNN's own causal/window mask); splash checks that
+    positions are arange per segment."""
+    if backend == "xla" or (backend == "cudnn" and not mask.plain_causal):
+        return mask.with_dense()
+    if backend in ("splash", "splash-interpret"):
+        check_splash_positions(mask)
+    return mask
 
 
 class DecoderLayers(nnx.Module):
@@ -73,7 +84,9 @@ class DecoderLM(nnx.Module):
       remat: "none", "full", "save_dots" (``dots_with_no_batch_dims_saveable``) or "save_all_dots".
       scan_layers: run the stacked layers with ``jax.lax.scan`` (compile time independent of depth); False
         unrolls a Python loop over the same stacked weights (same numbers, for checks).
-      attention_backend: see :func:`rdpo_jax.models.attention.attend`.
+      attention_backend: "auto", "xla", "cudnn", "splash" (or "splash-interpret", for tests); see
+        :mod:`rdpo_jax.models.attention`. A backend that cannot run here or cannot take the forward's mask
+        (e.g. splash with a tree mask) raises ``ValueError`` naming the alternative.
     """
 
     def __init__(
@@ -117,6 +130,14 @@ class DecoderLM(nnx.Module):
             return self.embed_tokens[...], "vd"
         return self.lm_head[...], "dv"
 
+    def make_mask(self, positions: jax.Array, attention_mask: jax.Array | None = None,
+                  segment_ids: jax.Array | None = None, attn_mask: jax.Array | None = None, *,
+                  plain_causal: bool = False) -> AttentionMask:
+        """The structured self-attention mask of one forward (positions [B, T]; see :meth:`__call__`)."""
+        return AttentionMask(q_positions=positions, k_positions=positions, padding_mask=attention_mask,
+                             q_segment_ids=segment_ids, k_segment_ids=segment_ids, explicit_mask=attn_mask,
+                             sliding_window=self.config.sliding_window, plain_causal=plain_causal)
+
     def __call__(
         self,
         input_ids: jax.Array,
@@ -145,18 +166,21 @@ class DecoderLM(nnx.Module):
         """
         cfg = self.config
         b, t = input_ids.shape
+        plain_causal = positions is None and attention_mask is None and segment_ids is None and attn_mask is None
         if positions is None:
             if attention_mask is not None:
                 positions = jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
             else:
                 positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-        mask = make_attention_mask(positions, positions, padding_mask=attention_mask, segment_ids=segment_ids,
-                                   sliding_window=cfg.sliding_window, explicit_mask=attn_mask)
+        mask = self.make_mask(positions, attention_mask, segment_ids, attn_mask,
+                                   plain_causal=plain_causal)
+        backend = resolve_backend(self.attention_backend, mask, dtype=self.dtype, head_dim=cfg.head_dim)
+        mask = prepare_mask(mask, backend)
         cos, sin = rope_cos_sin(positions, jnp.asarray(cfg.rope_inv_freq()), self.dtype)
         x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
 
         layer = functools.partial(decoder_layer, cos=cos, sin=sin, mask=mask, eps=cfg.rms_norm_eps,
-                                  backend=self.attention_backend)
+                                  backend=backend)
         layer = remat_layer(layer, self.remat)
         stacked = self.layers.stacked()
         if self.scan_layers:
