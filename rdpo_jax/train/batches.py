@@ -16,7 +16,7 @@ ROW_PAD = {"input_ids": None, "positions": 0, "attention_mask": 0, "targets": 0,
 PAIR_KEYS = ("pair_mask", "rationale_mask", "ref_chosen", "ref_rejected", "example_index")
 
 
-def _pad_to(arr: np.ndarray, shape: tuple[int, ...], value) -> np.ndarray:
+def pad_to(arr: np.ndarray, shape: tuple[int, ...], value) -> np.ndarray:
     if arr.shape == shape:
         return arr
     out = np.full(shape, value, arr.dtype)
@@ -50,7 +50,7 @@ def stack_micro_batches(batches: Sequence[dict[str, np.ndarray]], pad_id: int = 
                 target = (n, t, t)
             else:
                 target = (n, t)
-            arrays = [_pad_to(a, target, fill) for a in arrays]
+            arrays = [pad_to(a, target, fill) for a in arrays]
         elif key in PAIR_KEYS:
             sizes = {a.shape for a in arrays}
             if len(sizes) > 1:

@@ -8,7 +8,7 @@ clipped to a global norm first (the paper's 10.0).
 Schedules (``t`` the optimiser step, counted from 0):
 - ``paper`` (the official RDPO code's LambdaLR): ``lr * min(1, (t + 1) / (warmup + 1))``, constant after;
 - ``cosine``: linear warm-up from 0 to lr over ``warmup`` steps, then cosine decay to ``lr * final_ratio``
-  at ``total_steps``;
+  at ``total_steps`` (the trainer fills it with the run's length when it is null);
 - ``constant``: ``lr``.
 """
 from __future__ import annotations
@@ -43,8 +43,9 @@ class OptimConfig:
             raise ValueError(f"optim.name={self.name!r}; accepted: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule={self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
-        if self.schedule == "cosine" and not self.total_steps:
-            raise ValueError("optim.schedule='cosine' needs optim.total_steps (> warmup_steps)")
+        if self.total_steps is not None and self.total_steps <= self.warmup_steps:
+            raise ValueError(f"optim.total_steps={self.total_steps} must exceed optim.warmup_steps="
+                             f"{self.warmup_steps}")
         if self.lr <= 0:
             raise ValueError(f"optim.lr={self.lr} must be positive")
         if self.warmup_steps < 0:
@@ -60,6 +61,8 @@ def make_schedule(cfg: OptimConfig) -> optax.Schedule:
         return lambda t: lr * jnp.minimum(1.0, (t + 1.0) / (warmup + 1.0))
     if cfg.schedule == "constant":
         return optax.constant_schedule(lr)
+    if cfg.total_steps is None:
+        raise ValueError("optim.schedule='cosine' needs optim.total_steps")
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=lr, warmup_steps=warmup, decay_steps=max(cfg.total_steps, warmup + 1),
         end_value=lr * cfg.final_lr_ratio)

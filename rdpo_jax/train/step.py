@@ -77,28 +77,33 @@ def batch_shardings(mesh: Mesh, batch: dict[str, Any]) -> dict[str, NamedShardin
             for k, v in batch.items()}
 
 
-def make_loss_and_grads(graphdef: nnx.GraphDef, objective) -> Callable:
-    """``f(params, batch, ref_params) -> (loss, grads, metrics)`` with micro-batch accumulation (pure)."""
+def make_loss_and_grads(graphdef: nnx.GraphDef, objective, *, with_grads: bool = True) -> Callable:
+    """``f(params, batch, ref_params) -> (loss, grads, metrics)`` with micro-batch accumulation (pure).
+
+    ``with_grads=False`` gives the evaluation function: the same loss and metrics, ``grads`` None.
+    """
 
     def loss_and_grads(params, batch, ref_params=None):
         total = jnp.maximum(objective.count(batch), 1.0)
         ref_model = None if ref_params is None else nnx.merge(graphdef, jax.lax.stop_gradient(ref_params))
 
+        def scaled_loss(p, rows):
+            loss_sum, metric_sums = objective(nnx.merge(graphdef, p), ref_model, rows)
+            return loss_sum / total, metric_sums
+
         def micro(carry, rows):
             grads_acc, loss_acc, metrics_acc = carry
-
-            def scaled_loss(p):
-                loss_sum, metric_sums = objective(nnx.merge(graphdef, p), ref_model, rows)
-                return loss_sum / total, metric_sums
-
-            (loss, metric_sums), grads = jax.value_and_grad(scaled_loss, has_aux=True)(params)
-            grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
+            if with_grads:
+                (loss, metric_sums), grads = jax.value_and_grad(scaled_loss, has_aux=True)(params, rows)
+                grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
+            else:
+                loss, metric_sums = scaled_loss(params, rows)
             metrics_acc = {k: metrics_acc[k] + v for k, v in metric_sums.items()}
             return (grads_acc, loss_acc + loss, metrics_acc), None
 
         first = jax.tree.map(lambda x: x[0], batch)
-        metric_shapes = jax.eval_shape(lambda p: objective(nnx.merge(graphdef, p), ref_model, first)[1], params)
-        init = (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32),
+        metric_shapes = jax.eval_shape(lambda p: scaled_loss(p, first)[1], params)
+        init = (jax.tree.map(jnp.zeros_like, params) if with_grads else None, jnp.zeros((), jnp.float32),
                 {k: jnp.zeros((), jnp.float32) for k in metric_shapes})
         (grads, loss, metric_sums), _ = jax.lax.scan(micro, init, batch)
         metrics = {k: v / total for k, v in metric_sums.items()}
@@ -106,6 +111,17 @@ def make_loss_and_grads(graphdef: nnx.GraphDef, objective) -> Callable:
         return loss, grads, metrics
 
     return loss_and_grads
+
+
+def make_eval_step(graphdef: nnx.GraphDef, objective) -> Callable:
+    """``f(params, batch, ref_params) -> metrics`` (loss included), no gradients; jit it."""
+    fn = make_loss_and_grads(graphdef, objective, with_grads=False)
+
+    def evaluate(params, batch, ref_params=None):
+        loss, _, metrics = fn(params, batch, ref_params)
+        return {**metrics, "loss": loss}
+
+    return evaluate
 
 
 def make_train_step(graphdef: nnx.GraphDef, objective, tx: optax.GradientTransformation, *,
