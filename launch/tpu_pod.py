@@ -6,7 +6,7 @@ On a TPU pod slice ``jax.distributed.initialize()`` with no arguments detects th
 processes and each worker's id from the TPU metadata, so the same command runs on every worker.
 
     python launch/tpu_pod.py --name rdpo-v4 --zone us-central2-b --accelerator-type v4-32 \\
-        configs/paper/mistral7b_instruct_v02_orcaratspec_rdpo.yaml output_dir=gs://BUCKET/runs/m7b_rdpo
+        configs/paper/mistral7b_instruct_v02_orcaratspec_rdpo.yaml output_dir=/mnt/shared/runs/m7b_rdpo
     python launch/tpu_pod.py ... --dry-run     # print the commands, one per line, run nothing
 
 Only the standard library is used, so this runs on a laptop with ``gcloud`` installed.

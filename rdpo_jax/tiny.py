@@ -33,8 +33,8 @@ def tiny_configs(root: str | Path, *, fast: bool = False) -> dict[str, RunConfig
     ckpt = CheckpointConfig(every=1000, keep=1, async_save=False, resume=False)
     logging = LoggingConfig(progress=not fast)
     sft = RunConfig(name="sft", output_dir=str(root / "sft"), model=model, data=data,
-                    train=TrainConfig(objective="sft", sft_rationales=True, sft_rejected=True, global_batch_size=32, epochs=3,
-                                      eval_every=0),
+                    train=TrainConfig(objective="sft", sft_rationales=True, sft_rejected=True, global_batch_size=32,
+                                      epochs=3, eval_every=0),
                     optim=OptimConfig(lr=3e-3, schedule="cosine", warmup_steps=5, weight_decay=0.0, clip_norm=1.0),
                     checkpoint=ckpt, logging=logging)
     pref_model = dataclasses.replace(model, init_from=str(root / "sft" / "final" / "hf"))

@@ -20,13 +20,13 @@ def plot_runs(runs: dict[str, str | Path], path: str | Path, panels: Sequence[st
     present = [m for m in panels if any(m in r for rs in records.values() for r in rs)]
     fig, axes = plt.subplots(1, max(len(present), 1), figsize=(4 * max(len(present), 1), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], present, strict=False):
-        for label, rs in records.items():
+        for i, (label, rs) in enumerate(records.items()):
             for split, style in (("train", "-"), ("eval", "o--")):
                 pts = [(r["step"], r[metric]) for r in rs if r.get("split") == split and isinstance(r.get(metric),
                                                                                                    int | float)]
                 if pts:
                     xs, ys = zip(*pts, strict=True)
-                    ax.plot(xs, ys, style, label=f"{label} {split}", markersize=3)
+                    ax.plot(xs, ys, style, color=f"C{i}", label=f"{label} {split}", markersize=3)
         ax.set_title(metric)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
