@@ -66,7 +66,22 @@ def _cmd_tiny(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"info": _cmd_info, "train": _cmd_train, "tiny": _cmd_tiny}
+def _cmd_analyze(argv: Sequence[str]) -> int:
+    """E1-E3 from checkpoints on a held-out set: report.json and PNG plots (rdpo_jax.analysis.command)."""
+    from rdpo_jax.analysis.command import main
+
+    return main(argv)
+
+
+def _cmd_config(argv: Sequence[str]) -> int:
+    """Validate a config (with overrides) and print it resolved: rdpo-jax config [CONFIG] [key=value ...]."""
+    from rdpo_jax.config_loader import cmd_config
+
+    return cmd_config(argv)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"info": _cmd_info, "train": _cmd_train, "tiny": _cmd_tiny,
+                                                       "analyze": _cmd_analyze, "config": _cmd_config}
 
 
 CPU_SAFE_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"

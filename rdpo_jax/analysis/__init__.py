@@ -10,6 +10,11 @@ Every estimator takes per-example arrays of held-out log-probs / logits and retu
   `information_gain(margins_a, margins_b)` the paired difference (RDPO - DPO).
 * `information_curve`, `data_efficiency_ratio`: curves against N and N_DPO / N_RDPO at a target level.
 * `infonce`, `smile`: E4 bounds from a critic score matrix (no critic training yet).
+* `mask_rationale`, `mask_words_for`: the leakage control's slot/label-word masking.
+
+From our models (imports JAX): `rdpo_jax.analysis.lm` (`rationale_logps`, `policy_margins`, `score_sequences`),
+`rdpo_jax.analysis.report` (report sections), `rdpo_jax.analysis.plots`, `rdpo_jax.analysis.command`
+(`analyze`, the `rdpo-jax analyze` command).
 """
 
 from .bootstrap import MeanInterval, bootstrap_mean
@@ -17,6 +22,7 @@ from .calibration import fit_temperature
 from .contrastive import ContrastiveEstimate, infonce, smile
 from .curves import EfficiencyRatio, InformationCurve, data_efficiency_ratio, information_curve, n_at_target
 from .estimators import information_gain, policy_information, pvi, swap_information
+from .leakage import MASK_WORDS, mask_rationale, mask_words_for
 from .result import InformationEstimate
 
 __all__ = [
@@ -36,4 +42,7 @@ __all__ = [
     "InformationCurve",
     "EfficiencyRatio",
     "MeanInterval",
+    "MASK_WORDS",
+    "mask_rationale",
+    "mask_words_for",
 ]

@@ -1,0 +1,263 @@
+"""``rdpo-jax analyze``: E1-E3 from checkpoints on a held-out preference set -> JSON report + PNG plots.
+
+    rdpo-jax analyze runs/tiny/rdpo/final/hf --compare runs/tiny/dpo/final/hf \\
+        --reference runs/tiny/sft/final/hf --labels rdpo dpo --out runs/tiny/analysis
+
+E2 (rationale information, with vacuous / shuffled / masked controls) comes from the first checkpoint;
+E3 (usable preference information of each policy, the paired gain, a curve over training sizes with
+``--curve LABEL N DIR``) from the policies and the reference. The data set is the synthetic task by default
+(``--task/--u/--eps/--eta/--wording``; rationale kinds and the Shannon values are reported), or any source
+the data layer loads (``--data NAME_OR_PATH --split test``). :func:`analyze` is the same as a library call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["analyze", "main", "synthetic_set", "rationale_model_examples", "rationale_model_config", "tiny_models"]
+
+
+def synthetic_set(task: str = "colour", *, u: float = 0.0, eps: float = 0.0, eta: float = 0.0,
+                  wording: str = "content", parity_bits: int = 3, n: int = 256, seed: int = 1):
+    """(examples, kinds, shannon dict) of a held-out synthetic set (``SyntheticTask.sample``)."""
+    from rdpo_jax.data import SyntheticTask
+
+    t = SyntheticTask(task=task, u=u, eps=eps, eta=eta, wording=wording, parity_bits=parity_bits)
+    pairs = t.sample(n, seed=seed)
+    shannon = {"I(W;V)": t.information(), "I(W;V|C)": t.conditional_information(),
+               "task": {"task": task, "u": u, "eps": eps, "eta": eta, "wording": wording,
+                        "parity_bits": parity_bits, "n": n, "seed": seed}}
+    return [p.example for p in pairs], [p.kind for p in pairs], shannon
+
+
+def _flip_slot_words(r: str) -> str:
+    return r.replace("above", "\0").replace("below", "above").replace("\0", "below")
+
+
+def rationale_model_examples(n: int = 512, seed: int = 0, *, u: float = 0.2, eps: float = 0.1, eta: float = 0.2,
+                             parity_bits: int = 3):
+    r"""Training conversations for a rationale model of the synthetic tasks (``n`` per group, shuffled).
+
+    Three groups, each with vacuous rate ``u`` and misleading rate ``eps``:
+
+    * colour task, content wording, RDPO convention (chosen always in the first slot) with label noise
+      ``eta``: the slot, not the content, tells which response the rationale names, so the model learns the
+      convention "a rationale describes the first-slot response" that E2's swap probes;
+    * colour task, leaky wording, pair shown in random order (``above``/``below`` rewritten to follow the
+      chosen response): the model learns to read slot words against the content;
+    * parity task (``parity_bits``), content wording, RDPO convention with label noise ``eta``.
+    """
+    from rdpo_jax.data import PreferenceExample, SyntheticTask
+
+    rng = np.random.default_rng([seed, 77])
+    out = []
+    groups = (("colour", "content", eta, False), ("colour", "leaky", 0.0, True), ("parity", "content", eta, False))
+    for k, (task, wording, noise, randomise) in enumerate(groups):
+        t = SyntheticTask(task=task, u=u, eps=eps, eta=noise, wording=wording, parity_bits=parity_bits)
+        for ex in t.examples(n, seed=seed * 10 + k):
+            if randomise and rng.random() < 0.5:
+                ex = PreferenceExample(ex.prompt, ex.rejected, ex.chosen, _flip_slot_words(ex.rationale))
+            out.append(ex)
+    rng.shuffle(out)
+    return out
+
+
+def rationale_model_config(root: str | Path, *, n: int = 512, epochs: int = 6, hidden: int = 64, lr: float = 3e-3,
+                           template: str = "official", seed: int = 0):
+    """A RunConfig for SFT of a tiny model on :func:`rationale_model_examples` (written to
+    ``<root>/rationale_train.jsonl``); the model lands in ``<root>/rationale_model/final/hf``."""
+    from rdpo_jax.config import (
+        CheckpointConfig,
+        DataConfig,
+        LoggingConfig,
+        ModelSection,
+        OptimConfig,
+        RunConfig,
+        TrainConfig,
+    )
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "rationale_train.jsonl"
+    with open(path, "w") as f:
+        for ex in rationale_model_examples(n, seed):
+            f.write(json.dumps(ex.to_dict()) + "\n")
+    data = DataConfig(source=str(path), split="train", eval_split=None, max_length=128, max_prompt_length=96,
+                      min_bucket=32, rationale_template=template)
+    return RunConfig(
+        name="rationale_model", output_dir=str(root / "rationale_model"), data=data,
+        model=ModelSection(source="tiny", tiny_hidden_size=hidden, tiny_intermediate_size=2 * hidden,
+                           tiny_num_layers=2),
+        train=TrainConfig(objective="sft", sft_rationales=True, sft_rejected=True, global_batch_size=32,
+                          epochs=epochs, eval_every=0, seed=seed),
+        optim=OptimConfig(lr=lr, schedule="cosine", warmup_steps=10, weight_decay=0.0, clip_norm=1.0),
+        checkpoint=CheckpointConfig(every=10**6, keep=1, async_save=False, resume=False),
+        logging=LoggingConfig(progress=False, tensorboard=False, plot=False))
+
+
+def _tokenizer(spec: str | None, checkpoint: str):
+    from rdpo_jax.data import load_tokenizer, synthetic_tokenizer
+
+    if spec == "synthetic":
+        return synthetic_tokenizer()
+    return load_tokenizer(spec or checkpoint)
+
+
+def analyze(checkpoint: str | Path, *, examples=None, kinds: Sequence[str] | None = None,
+            shannon: dict | None = None, compare: str | Path | None = None, reference: str | Path | None = None,
+            labels: tuple[str, str] = ("policy", "compare"),
+            curve: Sequence[tuple[str, int, str | Path]] = (), tokenizer=None, template: str = "official",
+            wording: str = "general", beta: float = 0.1, temperature="fit", n_boot: int = 2000, seed: int = 0,
+            out_dir: str | Path | None = None, plots: bool = True, response_cap: int | None = 64) -> dict[str, Any]:
+    """The report of the module docstring as a dict (also ``<out_dir>/report.json`` and PNGs when given).
+
+    ``examples`` default: the synthetic colour task (content wording, 256 pairs, seed 1). ``curve``: entries
+    (label, N, hf_dir). ``temperature``: "fit" or a number, for E2 and E3 alike.
+    """
+    from rdpo_jax.models import load_hf
+
+    from .lm import policy_margins, rationale_logps
+    from .plots import plot_report
+    from .report import policy_section, rationale_section
+
+    if examples is None:
+        examples, kinds, shannon = synthetic_set()
+    checkpoint = str(checkpoint)
+    tok = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else _tokenizer(tokenizer, checkpoint)
+    policy = load_hf(checkpoint)
+    ref = load_hf(str(reference)) if reference is not None else None
+    report: dict[str, Any] = {"checkpoint": checkpoint, "compare": str(compare) if compare else None,
+                              "reference": str(reference) if reference else None, "n": len(examples),
+                              "template": template, "beta": beta, "temperature": temperature, "units": "nats",
+                              "labels": list(labels)}
+    if shannon is not None:
+        report["shannon"] = shannon
+    margins = {labels[0]: policy_margins(policy, tok, examples, reference=ref, beta=beta)["margins"]}
+    if compare is not None:
+        margins[labels[1]] = policy_margins(load_hf(str(compare)), tok, examples, reference=ref, beta=beta)["margins"]
+    report["E3_reference_free"] = ref is None
+    with_rationale = [i for i, ex in enumerate(examples) if ex.rationale is not None]
+    if with_rationale:
+        sub = [examples[i] for i in with_rationale]
+        rlp = rationale_logps(policy, tok, sub, template=template, wording=wording, shuffle_seed=seed,
+                              response_cap=response_cap)
+        base = margins[labels[0]][with_rationale] if ref is not None else None
+        report |= rationale_section(rlp, temperature=temperature, baseline=base,
+                                    baseline_name=f"margin of {labels[0]}",
+                                    kinds=[kinds[i] for i in with_rationale] if kinds is not None else None,
+                                    n_boot=n_boot, seed=seed)
+        report["rationale_examples"] = with_rationale
+    families: dict[str, list] = {}
+    for label, n_train, path in curve:
+        h = policy_margins(load_hf(str(path)), tok, examples, reference=ref, beta=beta)["margins"]
+        families.setdefault(label, []).append((int(n_train), h))
+    report |= policy_section(margins, temperature=temperature, pairs=[labels] if compare is not None else [],
+                             curve=families, n_boot=n_boot, seed=seed)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if plots:
+            report["plots"] = [str(p) for p in plot_report(report, out)]
+        (out / "report.json").write_text(json.dumps(_finite(report), indent=1))
+    return report
+
+
+def _finite(x):
+    """JSON-safe copy: non-finite floats become None."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = []
+    for key in ("E2", "E2_masked", "E2_conditional", "E1_groundedness"):
+        if key in report:
+            e = report[key]
+            lines.append(f"{key:<16} {e['bits']:+.4f} bits  CI [{e['ci_bits'][0]:+.4f}, {e['ci_bits'][1]:+.4f}]")
+            for c, v in e.get("contrasts", {}).items():
+                lines.append(f"  {c:<22} {v['bits']:+.4f} bits  CI [{v['ci_bits'][0]:+.4f}, {v['ci_bits'][1]:+.4f}]")
+    for name, e in report.get("E3", {}).items():
+        lines.append(f"E3 {name:<13} {e['bits']:+.4f} bits  CI [{e['ci_bits'][0]:+.4f}, {e['ci_bits'][1]:+.4f}]")
+    for name, e in report.get("E3_gain", {}).items():
+        lines.append(f"gain {name:<11} {e['bits']:+.4f} bits  CI [{e['ci_bits'][0]:+.4f}, {e['ci_bits'][1]:+.4f}]")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Compute E1-E3 from checkpoints on a held-out set; write report.json and PNG plots."""
+    ap = argparse.ArgumentParser(prog="rdpo-jax analyze", description=main.__doc__)
+    ap.add_argument("checkpoint", help="HF directory of the policy (e.g. runs/tiny/rdpo/final/hf); E2 uses it")
+    ap.add_argument("--compare", help="second policy's HF directory (paired E3 gain: checkpoint - compare)")
+    ap.add_argument("--reference", help="reference model's HF directory for E3 margins (default: reference-free)")
+    ap.add_argument("--labels", nargs=2, default=["policy", "compare"], metavar=("A", "B"))
+    ap.add_argument("--curve", nargs=3, action="append", default=[], metavar=("LABEL", "N", "DIR"),
+                    help="a checkpoint of family LABEL trained on N pairs (repeat; gives curve.png)")
+    ap.add_argument("--data", default="synthetic", help="'synthetic' or a source / file the data layer loads")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--n", type=int, default=256, help="number of held-out pairs (synthetic; cap otherwise)")
+    ap.add_argument("--task", default="colour", choices=["colour", "parity"])
+    ap.add_argument("--u", type=float, default=0.0)
+    ap.add_argument("--eps", type=float, default=0.0)
+    ap.add_argument("--eta", type=float, default=0.0)
+    ap.add_argument("--wording", default="content", choices=["content", "leaky"])
+    ap.add_argument("--parity-bits", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1, help="seed of the synthetic held-out set")
+    ap.add_argument("--tokenizer", help="'synthetic', a name or a directory (default: the checkpoint's)")
+    ap.add_argument("--template", default="official", choices=["official", "conversational"])
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--temperature", default="fit", help="'fit' or a number")
+    ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--out", default="analysis", help="output directory (report.json, *.png)")
+    args = ap.parse_args(argv)
+    temperature = args.temperature if args.temperature == "fit" else float(args.temperature)
+    if args.data == "synthetic":
+        examples, kinds, shannon = synthetic_set(args.task, u=args.u, eps=args.eps, eta=args.eta,
+                                                 wording=args.wording, parity_bits=args.parity_bits, n=args.n,
+                                                 seed=args.seed)
+    else:
+        from rdpo_jax.data import load_preferences
+
+        examples, _ = load_preferences(args.data, split=args.split, on_bad_row="skip")
+        examples, kinds, shannon = examples[:args.n], None, None
+    report = analyze(args.checkpoint, examples=examples, kinds=kinds, shannon=shannon, compare=args.compare,
+                     reference=args.reference, labels=tuple(args.labels),
+                     curve=[(a, int(b), c) for a, b, c in args.curve], tokenizer=args.tokenizer,
+                     template=args.template, beta=args.beta, temperature=temperature, n_boot=args.n_boot,
+                     out_dir=args.out)
+    print(_summary(report))
+    print(f"report: {Path(args.out) / 'report.json'}; plots: {', '.join(report.get('plots', []))}")
+    return 0
+
+
+def tiny_models(root: str | Path, *, sft_steps: int = 60, pref_steps: int = 16) -> dict[str, Path]:
+    """Short SFT -> RDPO and DPO runs of the built-in tiny preset (:func:`rdpo_jax.tiny.tiny_configs`, fast
+    settings, step-capped) unless ``<root>/{sft,rdpo,dpo}/final/hf`` exist; returns those directories."""
+    import dataclasses
+
+    from rdpo_jax.tiny import tiny_configs
+    from rdpo_jax.train.trainer import train
+
+    root = Path(root)
+    dirs = {name: root / name / "final" / "hf" for name in ("sft", "rdpo", "dpo")}
+    if all((d / "config.json").exists() for d in dirs.values()):
+        return dirs
+    for name, cfg in tiny_configs(root, fast=True).items():
+        steps = sft_steps if name == "sft" else pref_steps
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps),
+                                  logging=dataclasses.replace(cfg.logging, tensorboard=False, plot=False))
+        train(cfg)
+    return dirs
