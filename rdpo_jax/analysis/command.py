@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["analyze", "main", "synthetic_set", "rationale_model_examples", "rationale_model_config", "tiny_models"]
+__all__ = ["analyze", "main", "synthetic_set", "tiny_models"]
 
 
 def synthetic_set(task: str = "colour", *, u: float = 0.0, eps: float = 0.0, eta: float = 0.0,
@@ -35,71 +35,6 @@ def synthetic_set(task: str = "colour", *, u: float = 0.0, eps: float = 0.0, eta
                "task": {"task": task, "u": u, "eps": eps, "eta": eta, "wording": wording,
                         "parity_bits": parity_bits, "n": n, "seed": seed}}
     return [p.example for p in pairs], [p.kind for p in pairs], shannon
-
-
-def _flip_slot_words(r: str) -> str:
-    return r.replace("above", "\0").replace("below", "above").replace("\0", "below")
-
-
-def rationale_model_examples(n: int = 512, seed: int = 0, *, u: float = 0.2, eps: float = 0.1, eta: float = 0.2,
-                             parity_bits: int = 3):
-    r"""Training conversations for a rationale model of the synthetic tasks (``n`` per group, shuffled).
-
-    Three groups, each with vacuous rate ``u`` and misleading rate ``eps``:
-
-    * colour task, content wording, RDPO convention (chosen always in the first slot) with label noise
-      ``eta``: the slot, not the content, tells which response the rationale names, so the model learns the
-      convention "a rationale describes the first-slot response" that E2's swap probes;
-    * colour task, leaky wording, pair shown in random order (``above``/``below`` rewritten to follow the
-      chosen response): the model learns to read slot words against the content;
-    * parity task (``parity_bits``), content wording, RDPO convention with label noise ``eta``.
-    """
-    from rdpo_jax.data import PreferenceExample, SyntheticTask
-
-    rng = np.random.default_rng([seed, 77])
-    out = []
-    groups = (("colour", "content", eta, False), ("colour", "leaky", 0.0, True), ("parity", "content", eta, False))
-    for k, (task, wording, noise, randomise) in enumerate(groups):
-        t = SyntheticTask(task=task, u=u, eps=eps, eta=noise, wording=wording, parity_bits=parity_bits)
-        for ex in t.examples(n, seed=seed * 10 + k):
-            if randomise and rng.random() < 0.5:
-                ex = PreferenceExample(ex.prompt, ex.rejected, ex.chosen, _flip_slot_words(ex.rationale))
-            out.append(ex)
-    rng.shuffle(out)
-    return out
-
-
-def rationale_model_config(root: str | Path, *, n: int = 512, epochs: int = 6, hidden: int = 64, lr: float = 3e-3,
-                           template: str = "official", seed: int = 0):
-    """A RunConfig for SFT of a tiny model on :func:`rationale_model_examples` (written to
-    ``<root>/rationale_train.jsonl``); the model lands in ``<root>/rationale_model/final/hf``."""
-    from rdpo_jax.config import (
-        CheckpointConfig,
-        DataConfig,
-        LoggingConfig,
-        ModelSection,
-        OptimConfig,
-        RunConfig,
-        TrainConfig,
-    )
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "rationale_train.jsonl"
-    with open(path, "w") as f:
-        for ex in rationale_model_examples(n, seed):
-            f.write(json.dumps(ex.to_dict()) + "\n")
-    data = DataConfig(source=str(path), split="train", eval_split=None, max_length=128, max_prompt_length=96,
-                      min_bucket=32, rationale_template=template)
-    return RunConfig(
-        name="rationale_model", output_dir=str(root / "rationale_model"), data=data,
-        model=ModelSection(source="tiny", tiny_hidden_size=hidden, tiny_intermediate_size=2 * hidden,
-                           tiny_num_layers=2),
-        train=TrainConfig(objective="sft", sft_rationales=True, sft_rejected=True, global_batch_size=32,
-                          epochs=epochs, eval_every=0, seed=seed),
-        optim=OptimConfig(lr=lr, schedule="cosine", warmup_steps=10, weight_decay=0.0, clip_norm=1.0),
-        checkpoint=CheckpointConfig(every=10**6, keep=1, async_save=False, resume=False),
-        logging=LoggingConfig(progress=False, tensorboard=False, plot=False))
 
 
 def _tokenizer(spec: str | None, checkpoint: str):

@@ -55,11 +55,7 @@ def plot_per_example(report: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("pointwise information (bits)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_by_kind(report: Mapping[str, Any], path: str | Path) -> Path | None:
@@ -82,11 +78,7 @@ def plot_by_kind(report: Mapping[str, Any], path: str | Path) -> Path | None:
     ax.set_ylabel("mean pointwise E2 (bits)")
     ax.set_title("rationale information by kind", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_curve(report: Mapping[str, Any], path: str | Path) -> Path | None:
@@ -106,11 +98,7 @@ def plot_curve(report: Mapping[str, Any], path: str | Path) -> Path | None:
     ax.set_xlabel("training pairs N")
     ax.set_ylabel("usable preference information (bits)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
@@ -120,3 +108,14 @@ def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     paths = [plot_per_example(report, out_dir / "per_example.png"),
              plot_by_kind(report, out_dir / "by_kind.png"), plot_curve(report, out_dir / "curve.png")]
     return [p for p in paths if p is not None]
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lays out, writes (PNG, 90 dpi) and closes a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
