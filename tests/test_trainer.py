@@ -144,3 +144,26 @@ def test_two_processes_match_one_process(tmp_path):
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["steps"] == 5
     assert (tmp_path / "two" / "final" / "hf" / "config.json").exists()
+
+
+def test_reference_cache_run_equals_live_run_and_checks_its_fingerprint(tmp_path):
+    from rdpo_jax.train.reference_cache import ReferenceCacheMismatch
+
+    args = SMALL + ["train.max_steps=3", "checkpoint.export_hf=false", "checkpoint.resume=false",
+                    "train.loss=rdpo", "train.loss_kwargs={beta: 0.5, gamma: 0.1}"]
+    live = train(load_config(None, args + [f"output_dir={tmp_path / 'live'}"]))
+    cached_cfg = load_config(None, args + [f"output_dir={tmp_path / 'cached'}", "train.reference=cache",
+                                           "train.eval_every=3"])
+    cached = train(cached_cfg)
+    assert (tmp_path / "cached" / "reference_cache_train.npz").exists()
+    np.testing.assert_allclose([r["loss"] for r in read_metrics(tmp_path / "cached" / "metrics.jsonl")
+                                if r["split"] == "train"],
+                               [r["loss"] for r in read_metrics(tmp_path / "live" / "metrics.jsonl")
+                                if r["split"] == "train"], rtol=1e-5)
+    assert cached.final_train["loss"] == pytest.approx(live.final_train["loss"], rel=1e-5)
+    again = train(cached_cfg)  # reuses the cache (fingerprint matches)
+    assert again.final_train["loss"] == pytest.approx(cached.final_train["loss"], rel=1e-6)
+    other_data = load_config(None, args + [f"output_dir={tmp_path / 'cached'}", "train.reference=cache",
+                                           "data.synthetic.n_train=72"])
+    with pytest.raises(ReferenceCacheMismatch, match="different data"):
+        train(other_data)

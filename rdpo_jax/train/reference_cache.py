@@ -124,25 +124,47 @@ def make_reference_fn(graphdef: nnx.GraphDef, block_size: int):
     return jax.jit(lambda p, b: jax.lax.map(lambda rows: per_micro(p, rows), b))
 
 
+def rows_fingerprint(rows: Iterable[Any]) -> str:
+    """SHA-256 of tokenised examples (`rdpo_jax.data.TokenizedExample`: the context and completion ids of
+    chosen, rejected and rationale, in dataset order). Identical on every process, and needs no model."""
+    h = hashlib.sha256()
+    for r in rows:
+        for seq in (r.chosen, r.rejected, r.rationale):
+            ids = [] if seq is None else [*seq.context, -1, *seq.completion]
+            h.update(np.asarray(ids, np.int64).tobytes() + b"|")
+    return h.hexdigest()
+
+
+def _gathered(x: jax.Array) -> np.ndarray:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
 def compute_reference_cache(graphdef: nnx.GraphDef, ref_params, batches: Iterable[tuple[np.ndarray, dict]],
                             num_examples: int, *, config: Any = None, settings: Mapping[str, Any] | None = None,
-                            block_size: int = 2048) -> ReferenceCache:
-    """One pass over ``(indices [M, P], batch)`` pairs (indices: example ids of the pairs; the batch in the
-    row contract) computing the reference sums of every real pair. Every example must be covered."""
+                            block_size: int = 2048, data_digest: str | None = None) -> ReferenceCache:
+    """One pass over ``(indices [M, P], batch)`` pairs (indices: global example ids of the pairs, -1 for
+    padding; the batch in the row contract, host or global device arrays) computing the reference sums of
+    every real pair. Every example must be covered. ``data_digest`` (e.g. :func:`rows_fingerprint`) replaces
+    hashing the batches, which needs them on the host (one process)."""
     ref_fn = make_reference_fn(graphdef, block_size)
     chosen = np.full(num_examples, np.nan, np.float32)
     rejected = np.full(num_examples, np.nan, np.float32)
     hasher = _DataHasher()
     for indices, batch in batches:
-        hasher.update(indices, batch)
-        r_w, r_l = jax.device_get(ref_fn(ref_params, {k: v for k, v in batch.items() if k in ROW_ARRAYS}))
-        real = np.asarray(batch["pair_mask"], bool)
-        chosen[indices[real]] = np.asarray(r_w)[real]
-        rejected[indices[real]] = np.asarray(r_l)[real]
+        if data_digest is None:
+            hasher.update(indices, batch)
+        r_w, r_l = ref_fn(ref_params, {k: v for k, v in batch.items() if k in ROW_ARRAYS})
+        real = np.asarray(indices) >= 0
+        chosen[indices[real]] = _gathered(r_w)[real]
+        rejected[indices[real]] = _gathered(r_l)[real]
     missing = np.flatnonzero(np.isnan(chosen))
     if missing.size:
         raise ValueError(f"reference cache: {missing.size} of {num_examples} examples were not in any batch "
                          f"(first: {missing[:5].tolist()}); iterate over the whole set without dropping a remainder")
-    fingerprint = {"model": model_fingerprint(config, ref_params), "data": hasher.hexdigest(),
+    fingerprint = {"model": model_fingerprint(config, ref_params), "data": data_digest or hasher.hexdigest(),
                    "settings": settings_fingerprint(settings)}
     return ReferenceCache(fingerprint, chosen, rejected)

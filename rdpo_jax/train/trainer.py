@@ -29,7 +29,13 @@ from rdpo_jax.train.metrics_log import MetricsLogger
 from rdpo_jax.train.objectives import PreferenceObjective, SFTObjective
 from rdpo_jax.train.optim import make_optimizer, make_schedule
 from rdpo_jax.train.pipeline import LocalBatcher, build_tokenizer, prepare_data, to_global
-from rdpo_jax.train.reference_cache import ReferenceCache, compute_reference_cache
+from rdpo_jax.train.reference_cache import (
+    ReferenceCache,
+    compute_reference_cache,
+    model_fingerprint,
+    rows_fingerprint,
+    settings_fingerprint,
+)
 from rdpo_jax.train.step import (
     init_train_state,
     jit_train_step,
@@ -233,12 +239,21 @@ def evaluate(cfg: RunConfig, eval_fn, params, ref_params, rows, batcher: LocalBa
 
 
 def _reference_caches(cfg, graphdef, ref_params, data, batcher, mesh, out: Path) -> dict[str, ReferenceCache]:
-    """One pass of the frozen reference over the train and eval rows (canonical order), saved under
-    ``<output_dir>/reference_cache_<split>.npz``."""
+    """The frozen reference's sums for the train and eval rows: read from
+    ``<output_dir>/reference_cache_<split>.npz`` when it exists (its fingerprint of model, tokenised data and
+    settings must match, else `ReferenceCacheMismatch`), else one pass in canonical order, saved there."""
     caches = {}
+    settings = {"data": dataclasses.asdict(cfg.data), "batch": cfg.train.global_batch_size}
+    model_fp = model_fingerprint(cfg.model, ref_params)
     for split, rows in (("train", data.train_rows), ("eval", data.eval_rows)):
         if not rows:
             caches[split] = None
+            continue
+        path = out / f"reference_cache_{split}.npz"
+        digest = rows_fingerprint(rows)
+        if path.exists():
+            caches[split] = ReferenceCache.load(str(path), {"model": model_fp, "data": digest,
+                                                            "settings": settings_fingerprint(settings)})
             continue
         it = BatchIterator(rows, cfg.train.global_batch_size, shuffle=False, drop_remainder=False, num_epochs=1)
 
@@ -246,14 +261,12 @@ def _reference_caches(cfg, graphdef, ref_params, data, batcher, mesh, out: Path)
             for _, local, index in _batches(it, batcher, None):
                 if jax.process_count() > 1:
                     index = np.concatenate(list(multihost_utils.process_allgather(index)), axis=1)
-                yield index, {k: np.asarray(v) for k, v in
-                              jax.device_get(to_global(local, mesh, batcher.pad_id)).items()}
+                yield index, to_global(local, mesh, batcher.pad_id)
 
         cache = compute_reference_cache(graphdef, ref_params, passes(), len(rows), config=cfg.model,
-                                        settings={"data": dataclasses.asdict(cfg.data)},
-                                        block_size=cfg.train.block_size)
+                                        settings=settings, block_size=cfg.train.block_size, data_digest=digest)
         if jax.process_index() == 0:
-            cache.save(str(out / f"reference_cache_{split}.npz"))
+            cache.save(str(path))
         caches[split] = cache
     return caches
 
