@@ -27,6 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_row": ("error", "skip"),
     "data.synthetic.task": ("colour", "parity"),
     "data.synthetic.wording": ("content", "leaky"),
+    "data.synthetic.rationale_follows": ("label", "truth"),
     "train.objective": ("sft", "preference"),
     "train.loss": ("dpo", "rdpo", "orpo", "rorpo", "simpo", "rsimpo"),
     "train.reference": ("live", "cache"),
@@ -65,6 +66,7 @@ class SyntheticConfig:
     eta: float = 0.0
     wording: str = "content"
     parity_bits: int = 3
+    rationale_follows: str = "label"
     n_train: int = 512
     n_eval: int = 128
 

@@ -39,23 +39,39 @@ def test_closed_form_matches_reference_table():
     assert conditional_rationale_information(0.3, 0.1, 0.0) == pytest.approx(0.0, abs=1e-15)
     assert conditional_rationale_information(0.0, 0.0, 0.2) == pytest.approx(-0.2 * math.log(0.2)
                                                                              - 0.8 * math.log(0.8))
+    # Following the truth: two flips in a row (eta then eps) give flip 0.3*0.9 + 0.7*0.1 = 0.34 against W;
+    # given the responses (hence T) the verdict says nothing more about W.
+    h = -0.34 * math.log(0.34) - 0.66 * math.log(0.66)
+    assert rationale_information(0.5, 0.1, 0.3, "truth") == pytest.approx(0.5 * (math.log(2) - h))
+    assert rationale_information(0.5, 0.1, 0.3, "label") == pytest.approx(rationale_information(0.5, 0.1))
+    assert conditional_rationale_information(0.5, 0.1, 0.3, "truth") == 0.0
+    with pytest.raises(ValueError, match="rationale_follows='oracle'; accepted"):
+        rationale_information(0.0, 0.0, 0.0, "oracle")
 
 
-@pytest.mark.parametrize("task,wording,u,eps,eta", [
-    ("colour", "content", 0.3, 0.1, 0.0),
-    ("colour", "leaky", 0.8, 0.2, 0.1),
-    ("parity", "content", 0.0, 0.25, 0.2),
-    ("parity", "leaky", 0.5, 0.0, 0.0),
+@pytest.mark.parametrize("task,wording,u,eps,eta,follows", [
+    ("colour", "content", 0.3, 0.1, 0.0, "label"),
+    ("colour", "leaky", 0.8, 0.2, 0.1, "label"),
+    ("parity", "content", 0.0, 0.25, 0.2, "label"),
+    ("parity", "leaky", 0.5, 0.0, 0.0, "label"),
+    ("colour", "content", 0.2, 0.1, 0.3, "truth"),
+    ("parity", "leaky", 0.0, 0.0, 0.25, "truth"),
 ])
-def test_statistics_and_information(task, wording, u, eps, eta):
-    spec = SyntheticTask(task=task, u=u, eps=eps, eta=eta, wording=wording)
+def test_statistics_and_information(task, wording, u, eps, eta, follows):
+    spec = SyntheticTask(task=task, u=u, eps=eps, eta=eta, wording=wording, rationale_follows=follows)
     pairs = spec.sample(N, seed=7)
     kinds = np.array([p.kind for p in pairs])
     vac = (kinds == "vacuous").mean()
     assert abs(vac - u) <= binom_tol(u, N)
     n_nv = int((kinds != "vacuous").sum())
+    # against the label, a verdict flips with eps (follows the label) or eta*eps (follows the truth)
+    flip = eps if follows == "label" else eta * (1 - eps) + (1 - eta) * eps
     mis = (kinds == "misleading").sum() / n_nv
-    assert abs(mis - eps) <= binom_tol(eps, n_nv)
+    assert abs(mis - flip) <= binom_tol(flip, n_nv)
+    if follows == "truth":  # the verdict is the truth's slot, up to eps
+        nv = [p for p in pairs if p.verdict is not None]
+        off = np.mean([p.verdict != p.truth for p in nv])
+        assert abs(off - eps) <= binom_tol(eps, len(nv))
     flips = np.mean([p.label != p.truth for p in pairs])
     assert abs(flips - eta) <= binom_tol(eta, N)
     assert abs(np.mean([p.label for p in pairs]) - 0.5) <= binom_tol(0.5, N)
@@ -67,10 +83,11 @@ def test_statistics_and_information(task, wording, u, eps, eta):
         v = oracle.rationale_verdict(ex.prompt, ex.chosen, ex.rejected, ex.rationale)
         assert v == {None: 0, p.label: 1, 1 - p.label: -1}[p.verdict]
 
-    # Plug-in I(W; V) within Monte-Carlo error of (1-u)(log 2 - h(eps)).
-    truth = rationale_information(u, eps)
-    pmi = np.array([0.0, math.log(2 * (1 - eps)) if eps < 1 else 0.0, math.log(2 * eps) if eps > 0 else 0.0])
-    probs = np.array([u, (1 - u) * (1 - eps), (1 - u) * eps])
+    # Plug-in I(W; V) within Monte-Carlo error of (1-u)(log 2 - h(flip)).
+    truth = spec.information()
+    assert truth == pytest.approx(rationale_information(u, flip))
+    pmi = np.array([0.0, math.log(2 * (1 - flip)) if flip < 1 else 0.0, math.log(2 * flip) if flip > 0 else 0.0])
+    probs = np.array([u, (1 - u) * (1 - flip), (1 - u) * flip])
     sd = math.sqrt(max(float(probs @ pmi**2) - truth**2, 0.0) / N)
     bias = 2 / (2 * N)  # (|W|-1)(|V|-1) / 2n
     assert empirical_information(pairs, oracle) == pytest.approx(truth, abs=5 * sd + 2 * bias + 1e-9)
@@ -87,6 +104,8 @@ def test_statistics_and_information(task, wording, u, eps, eta):
     ratio = joint * pt[:, None, None] / (ptw[:, :, None] * ptv[:, None, :] + 1e-300)
     cmi = float((joint[nz] * np.log(ratio[nz])).sum())
     assert cmi == pytest.approx(spec.conditional_information(), abs=0.02)
+    if eta == 0 or follows == "truth":
+        assert spec.conditional_information() == 0.0
     if eta == 0:
         assert cmi == pytest.approx(0.0, abs=1e-12)
 

@@ -6,27 +6,33 @@ responses of at most 12 words):
 - ``colour``: prompt ``please name a {c} animal``; responses ``the {animal} is {colour}`` (optionally
   ``and it is {adjective}``). The oracle prefers the response whose colour is the requested one.
 - ``parity``: prompt ``tell me about the {animal} with {even|odd} zaps``; responses
-  ``the {animal} is {colour} b_1 .. b_k`` with k hidden bits written ``zip`` (0) / ``zap`` (1). The oracle
-  prefers the response whose number of ``zap`` has the requested parity: a deterministic function of the
-  responses (Shannon ``I(W; R | C) = 0`` without label noise) that a small model finds hard to compute,
-  while the rationale states it (usable information > 0).
+  ``the {animal} is {colour} b_1 .. b_k`` (two different colours) with k hidden bits written ``zip`` (0)
+  / ``zap`` (1). The oracle prefers the response whose number of ``zap`` has the requested parity: a
+  deterministic function of the responses (Shannon ``I(W; R | C) = 0`` without label noise) that a small
+  model finds hard to compute, while the rationale states it (usable information > 0).
 
 Generative model of one pair (information.md sections 5.2 and 5.3). Two responses are drawn in random
 slots 0 and 1, exactly one of them good; ``T`` is the good one's slot (uniform). The label
 ``W = T`` flipped with probability ``eta`` (label noise); chosen is slot ``W``. The rationale explains the
-label: with probability ``u`` it is vacuous (``both responses look fine``, no verdict); otherwise it
-supports the chosen response with probability ``1 - eps`` and the rejected one with probability ``eps``
-(misleading). Its verdict ``V`` (the slot it supports, or none) is an erasure + flip channel of ``W``, so
+label (``rationale_follows="label"``, an annotator who rationalises the given preference) or the truth
+(``"truth"``, an annotator who judges the responses himself): with probability ``u`` it is vacuous
+(``both responses look fine``, no verdict); otherwise it supports the followed slot (``W`` or ``T``) with
+probability ``1 - eps`` and the other one with probability ``eps`` (misleading). Its verdict ``V`` (the
+slot it supports, or none) is an erasure + flip channel of ``W``, with flip ``eps`` (label) or
+``eta * eps`` (truth; ``a * b = a (1 - b) + (1 - a) b``), so
 
-    I(W; V) = (1 - u) (log 2 - h(eps))                        (nats; :func:`rationale_information`)
-    I(W; V | C) = (1 - u) (h(eta * eps) - h(eps)),  a * b = a (1 - b) + (1 - a) b
-                                                            (C = prompt and responses;
-                                                             :func:`conditional_rationale_information`)
+    I(W; V) = (1 - u) (log 2 - h(eps))          label     (nats; :func:`rationale_information`)
+            = (1 - u) (log 2 - h(eta * eps))    truth
+    I(W; V | C) = (1 - u) (h(eta * eps) - h(eps))  label  (C = prompt and responses, which fix T;
+                = 0                               truth    :func:`conditional_rationale_information`)
 
-and the rationale text determines ``V`` given the two responses, so ``I(W; R, C) = I(W; V, C)``.
+(given ``T``, a truth-following ``V`` is independent of ``W``), and the rationale text determines ``V``
+given the two responses, so ``I(W; R, C) = I(W; V, C)``.
 
 Wording: ``content`` rationales name the supported response's content (``the {colour} {animal} matches the
-request``; parity: ``{bits} has {even|odd} zaps so it wins``, stating the requested parity); ``leaky``
+request``; parity: ``the {colour} {animal} has {even|odd} zaps so it wins``, stating the requested parity
+and naming the response by its colour, which differs between the two parity responses, so that a small model
+can tell which response is meant without computing a parity); ``leaky``
 rationales name its position in the official template, where chosen is always shown above
 (``response above wins`` / ``response below wins``).
 """
@@ -45,6 +51,7 @@ from .synthetic_vocab import ADJECTIVES, ANIMALS, BITS, COLOURS, PARITIES, SPECI
 
 TASKS = ("colour", "parity")
 WORDINGS = ("content", "leaky")
+RATIONALE_FOLLOWS = ("label", "truth")
 VACUOUS_RATIONALE = "both responses look fine"
 _SPECIAL = frozenset(SPECIAL_TOKENS)
 
@@ -54,15 +61,31 @@ def binary_entropy(p: float) -> float:
     return -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0.0)
 
 
-def rationale_information(u: float, eps: float) -> float:
-    """Closed-form Shannon information of the erasure + flip channel, nats: ``(1-u)(log 2 - h(eps))``."""
-    return (1.0 - u) * (math.log(2.0) - binary_entropy(eps))
+def _flip_mix(eta: float, eps: float) -> float:
+    """``eta * eps = eta (1 - eps) + (1 - eta) eps``: flip probability of two independent flips in a row."""
+    return eta * (1.0 - eps) + (1.0 - eta) * eps
 
 
-def conditional_rationale_information(u: float, eps: float, eta: float) -> float:
-    """``I(W; V | C) = (1-u)(h(eta(1-eps) + (1-eta) eps) - h(eps))`` nats; 0 when ``eta = 0``."""
-    mix = eta * (1.0 - eps) + (1.0 - eta) * eps
-    return (1.0 - u) * (binary_entropy(mix) - binary_entropy(eps))
+def _check_follows(follows: str) -> None:
+    if follows not in RATIONALE_FOLLOWS:
+        raise ValueError(f"rationale_follows={follows!r}; accepted: {list(RATIONALE_FOLLOWS)}")
+
+
+def rationale_information(u: float, eps: float, eta: float = 0.0, follows: str = "label") -> float:
+    """Closed-form Shannon ``I(W; V)`` (nats) of the erasure + flip channel: ``(1-u)(log 2 - h(f))`` with
+    flip ``f = eps`` (rationale follows the label) or ``f = eta(1-eps) + (1-eta)eps`` (follows the truth)."""
+    _check_follows(follows)
+    flip = eps if follows == "label" else _flip_mix(eta, eps)
+    return (1.0 - u) * (math.log(2.0) - binary_entropy(flip))
+
+
+def conditional_rationale_information(u: float, eps: float, eta: float, follows: str = "label") -> float:
+    """``I(W; V | C)`` nats: ``(1-u)(h(eta(1-eps) + (1-eta) eps) - h(eps))`` when the rationale follows the
+    label (0 when ``eta = 0``); 0 when it follows the truth (C fixes T, and V depends on W only through T)."""
+    _check_follows(follows)
+    if follows == "truth":
+        return 0.0
+    return (1.0 - u) * (binary_entropy(_flip_mix(eta, eps)) - binary_entropy(eps))
 
 
 def plugin_mutual_information(x: Sequence[Any], y: Sequence[Any]) -> float:
@@ -151,9 +174,10 @@ class Oracle:
         if task[0] == "colour" and len(w) == 6 and w[0] == "the" and w[3:] == ["matches", "the", "request"]:
             named = w[1:3]
             key_c, key_r = [wc[3], wc[1]], [wr[3], wr[1]]
-        elif task[0] == "parity" and len(w) > 6 and w[-6] == "has" and w[-4:] == ["zaps", "so", "it", "wins"]:
-            named = w[:-6]
-            key_c, key_r = wc[4:], wr[4:]
+        elif task[0] == "parity" and len(w) == 9 and w[0] == "the" and w[3] == "has" \
+                and w[5:] == ["zaps", "so", "it", "wins"]:
+            named = w[1:3]
+            key_c, key_r = [wc[3], wc[1]], [wr[3], wr[1]]
         else:
             return 0
         if named == key_c and named != key_r:
@@ -177,7 +201,8 @@ class SyntheticPair:
       truth: the slot the oracle prefers (T).
       label: the slot labelled chosen (W; differs from ``truth`` under label noise).
       verdict: the slot the rationale argues for, or None when vacuous (V).
-      kind: ``"informative"``, ``"misleading"`` or ``"vacuous"``.
+      kind: ``"informative"`` (argues for chosen), ``"misleading"`` (argues for rejected) or ``"vacuous"``;
+        relative to the label, whichever slot the rationale follows.
     """
 
     example: PreferenceExample
@@ -199,6 +224,8 @@ class SyntheticTask:
       eta: label noise: probability that chosen is the oracle's worse response.
       wording: ``"content"`` (names the supported response's content) or ``"leaky"`` (its position).
       parity_bits: k for the parity task.
+      rationale_follows: ``"label"`` (the rationale argues for chosen, up to ``eps``) or ``"truth"`` (for the
+        oracle's better response, up to ``eps``; then label noise ``eta`` also makes rationales misleading).
     """
 
     task: str = "colour"
@@ -207,8 +234,10 @@ class SyntheticTask:
     eta: float = 0.0
     wording: str = "content"
     parity_bits: int = 4
+    rationale_follows: str = "label"
 
     def __post_init__(self) -> None:
+        _check_follows(self.rationale_follows)
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}; accepted: {list(TASKS)}")
         if self.wording not in WORDINGS:
@@ -225,11 +254,11 @@ class SyntheticTask:
 
     def information(self) -> float:
         """Closed-form ``I(W; V)`` of this task's rationales (nats)."""
-        return rationale_information(self.u, self.eps)
+        return rationale_information(self.u, self.eps, self.eta, self.rationale_follows)
 
     def conditional_information(self) -> float:
-        """Closed-form ``I(W; V | prompt, responses)`` (nats); 0 without label noise."""
-        return conditional_rationale_information(self.u, self.eps, self.eta)
+        """Closed-form ``I(W; V | prompt, responses)`` (nats); 0 without label noise or when following truth."""
+        return conditional_rationale_information(self.u, self.eps, self.eta, self.rationale_follows)
 
     # ---- sampling ----------------------------------------------------------------------------------
 
@@ -257,11 +286,10 @@ class SyntheticTask:
                 b[rng.integers(k)] ^= 1
             return [BITS[int(x)] for x in b]
 
-        def response(parity: int) -> list[str]:
-            return ["the", animal, "is", COLOURS[rng.integers(len(COLOURS))], *bits_with_parity(parity)]
-
-        prompt = f"tell me about the {animal} with {PARITIES[want]} zaps"
-        return prompt, response(want), response(1 - want)
+        colour_good, colour_bad = (COLOURS[int(i)] for i in rng.choice(len(COLOURS), size=2, replace=False))
+        good = ["the", animal, "is", colour_good, *bits_with_parity(want)]
+        bad = ["the", animal, "is", colour_bad, *bits_with_parity(1 - want)]
+        return f"tell me about the {animal} with {PARITIES[want]} zaps", good, bad
 
     def _rationale(self, prompt: str, supported: list[str], supports_chosen: bool) -> str:
         if self.wording == "leaky":
@@ -269,7 +297,7 @@ class SyntheticTask:
         if self.task == "colour":
             return f"the {supported[3]} {supported[1]} matches the request"
         want = prompt.split()[6]
-        return f"{' '.join(supported[4:])} has {want} zaps so it wins"
+        return f"the {supported[3]} {supported[1]} has {want} zaps so it wins"
 
     def sample(self, n: int, seed: int = 0) -> list[SyntheticPair]:
         """``n`` pairs from the generative model (deterministic in ``seed``)."""
@@ -283,10 +311,10 @@ class SyntheticTask:
             if rng.random() < self.u:
                 verdict, kind, rationale = None, "vacuous", VACUOUS_RATIONALE
             else:
-                misleading = rng.random() < self.eps
-                verdict = 1 - label if misleading else label
-                kind = "misleading" if misleading else "informative"
-                rationale = self._rationale(prompt, slots[verdict], supports_chosen=not misleading)
+                followed = label if self.rationale_follows == "label" else truth
+                verdict = 1 - followed if rng.random() < self.eps else followed
+                kind = "informative" if verdict == label else "misleading"
+                rationale = self._rationale(prompt, slots[verdict], supports_chosen=verdict == label)
             chosen, rejected = " ".join(slots[label]), " ".join(slots[1 - label])
             pairs.append(SyntheticPair(
                 example=PreferenceExample(prompt, chosen, rejected, rationale),

@@ -62,7 +62,8 @@ def build_tokenizer(cfg: RunConfig) -> Any:
 
 def _synthetic_task(cfg: RunConfig) -> SyntheticTask:
     s = cfg.data.synthetic
-    return SyntheticTask(task=s.task, u=s.u, eps=s.eps, eta=s.eta, wording=s.wording, parity_bits=s.parity_bits)
+    return SyntheticTask(task=s.task, u=s.u, eps=s.eps, eta=s.eta, wording=s.wording, parity_bits=s.parity_bits,
+                         rationale_follows=s.rationale_follows)
 
 
 def load_examples(cfg: RunConfig) -> tuple[list, list, dict[str, DataReport], SyntheticTask | None]:
