@@ -22,12 +22,14 @@ def model():
     return DecoderLM(cfg, rngs=nnx.Rngs(0))
 
 
-def _numpy_sum(model, context, completion):
+def _numpy_sum(model, context, completion, scored=None):
     ids = np.array([list(context) + list(completion)])
     logits = np.asarray(model(ids, np.ones_like(ids), positions=np.arange(ids.shape[1])[None]), np.float64)[0]
     lsm = logits - logits.max(-1, keepdims=True)
     lsm = lsm - np.log(np.exp(lsm).sum(-1, keepdims=True))
-    return sum(lsm[t - 1, ids[0, t]] for t in range(len(context), ids.shape[1]))
+    scored = [True] * len(completion) if scored is None else scored
+    return sum(lsm[t - 1, ids[0, t]] for t, keep in zip(range(len(context), ids.shape[1]), scored, strict=True)
+               if keep)
 
 
 def test_score_sequences_matches_numpy(model):
@@ -38,6 +40,14 @@ def test_score_sequences_matches_numpy(model):
     for (c, y), s, n in zip(seqs, sums, counts, strict=True):
         assert n == len(y)
         np.testing.assert_allclose(s, _numpy_sum(model, c, y), rtol=1e-5)
+    # unscored completion tokens stay inputs but leave the sum
+    flags = [[bool(k % 2) for k in range(len(y))] for _, y in seqs]
+    part, n_part = score_sequences(model, [(c, y, f) for (c, y), f in zip(seqs, flags, strict=True)], batch_size=4)
+    for (c, y), f, s, n in zip(seqs, flags, part, n_part, strict=True):
+        assert n == sum(f)
+        np.testing.assert_allclose(s, _numpy_sum(model, c, y, f), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="sequence 0: 1 scored flags for"):
+        score_sequences(model, [(seqs[0][0], [5, 6], [True])])
 
 
 def test_mask_words():
@@ -62,9 +72,16 @@ def test_swap_orders_and_conditions(model, template):
     for c in ("rationale", "vacuous", "rationale_masked"):
         np.testing.assert_allclose(sw.forward[c], lp.backward[c], rtol=1e-6)
         np.testing.assert_allclose(sw.delta(c), -lp.delta(c), rtol=1e-5, atol=1e-5)
-    # leaky rationales "response above/below wins" mask to "- - -"
+    # leaky rationales "response above/below wins" mask to "- - -": the placeholders are not scored, only
+    # the end of turn is; "both responses look fine" loses one scored token
     leaky = np.array([e.rationale.startswith("response") for e in ex])
-    assert leaky.any() and (lp.counts["rationale_masked"][leaky] == 4).all()  # 3 words + end of turn
+    assert leaky.any() and (lp.counts["rationale_masked"][leaky] == 1).all()
+    np.testing.assert_array_equal(lp.counts["vacuous_masked"], lp.counts["vacuous"] - 1)
+    i = int(np.flatnonzero(leaky)[0])
+    ctx, comp = _seq(tok, ex[i], "- - -", template)
+    assert len(comp) == 4
+    np.testing.assert_allclose(lp.forward["rationale_masked"][i],
+                               _numpy_sum(model, ctx, comp, [False, False, False, True]), rtol=1e-5)
     np.testing.assert_allclose(lp.forward["vacuous"][0], _numpy_sum(
         model, *_seq(tok, ex[0], "both responses look fine", template)), rtol=1e-5)
     assert lp.pmi.shape == (6,) and np.isfinite(lp.pmi).all()

@@ -6,8 +6,9 @@
 E2 (rationale information, with vacuous / shuffled / masked controls) comes from the first checkpoint;
 E3 (usable preference information of each policy, the paired gain, a curve over training sizes with
 ``--curve LABEL N DIR``) from the policies and the reference. The data set is the synthetic task by default
-(``--task/--u/--eps/--eta/--wording``; rationale kinds and the Shannon values are reported), or any source
-the data layer loads (``--data NAME_OR_PATH --split test``). :func:`analyze` is the same as a library call.
+(``--task/--u/--eps/--eta/--wording/--rationale-follows``; rationale kinds and the Shannon values are
+reported), or any source the data layer loads (``--data NAME_OR_PATH --split test``). :func:`analyze` is the
+same as a library call.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ __all__ = ["analyze", "main", "synthetic_set", "tiny_models"]
 
 
 def synthetic_set(task: str = "colour", *, u: float = 0.0, eps: float = 0.0, eta: float = 0.0,
-                  wording: str = "content", parity_bits: int = 3, n: int = 256, seed: int = 1):
+                  wording: str = "content", parity_bits: int = 3, rationale_follows: str = "label", n: int = 256,
+                  seed: int = 1):
     """(examples, kinds, shannon dict) of a held-out synthetic set (``SyntheticTask.sample``)."""
     from rdpo_jax.data import SyntheticTask
 
-    t = SyntheticTask(task=task, u=u, eps=eps, eta=eta, wording=wording, parity_bits=parity_bits)
+    t = SyntheticTask(task=task, u=u, eps=eps, eta=eta, wording=wording, parity_bits=parity_bits,
+                      rationale_follows=rationale_follows)
     pairs = t.sample(n, seed=seed)
     shannon = {"I(W;V)": t.information(), "I(W;V|C)": t.conditional_information(),
                "task": {"task": task, "u": u, "eps": eps, "eta": eta, "wording": wording,
-                        "parity_bits": parity_bits, "n": n, "seed": seed}}
+                        "parity_bits": parity_bits, "rationale_follows": rationale_follows, "n": n, "seed": seed}}
     return [p.example for p in pairs], [p.kind for p in pairs], shannon
 
 
@@ -50,12 +53,17 @@ def analyze(checkpoint: str | Path, *, examples=None, kinds: Sequence[str] | Non
             labels: tuple[str, str] = ("policy", "compare"),
             curve: Sequence[tuple[str, int, str | Path]] = (), tokenizer=None, template: str = "official",
             wording: str = "general", beta: float = 0.1, temperature="fit", n_boot: int = 2000, seed: int = 0,
-            out_dir: str | Path | None = None, plots: bool = True, response_cap: int | None = 64) -> dict[str, Any]:
+            out_dir: str | Path | None = None, plots: bool = True, response_cap: int | None = 64,
+            vacuous: str | None = None) -> dict[str, Any]:
     """The report of the module docstring as a dict (also ``<out_dir>/report.json`` and PNGs when given).
 
     ``examples`` default: the synthetic colour task (content wording, 256 pairs, seed 1). ``curve``: entries
-    (label, N, hf_dir). ``temperature``: "fit" or a number, for E2 and E3 alike.
+    (label, N, hf_dir). ``temperature``: "fit" or a number, for E2 and E3 alike. ``vacuous``: the baseline
+    rationale b of the E2 contrast and, without a reference, of ``E2_conditional`` (default the synthetic
+    generator's "both responses look fine"); a verdict in the data's own style ("response above wins") turns
+    Δ(b) into the model's own judgement of the pair.
     """
+    from rdpo_jax.data.synthetic import VACUOUS_RATIONALE
     from rdpo_jax.models import load_hf
 
     from .lm import policy_margins, rationale_logps
@@ -82,7 +90,7 @@ def analyze(checkpoint: str | Path, *, examples=None, kinds: Sequence[str] | Non
     if with_rationale:
         sub = [examples[i] for i in with_rationale]
         rlp = rationale_logps(policy, tok, sub, template=template, wording=wording, shuffle_seed=seed,
-                              response_cap=response_cap)
+                              response_cap=response_cap, vacuous=vacuous or VACUOUS_RATIONALE)
         base = margins[labels[0]][with_rationale] if ref is not None else None
         report |= rationale_section(rlp, temperature=temperature, baseline=base,
                                     baseline_name=f"margin of {labels[0]}",
@@ -150,9 +158,14 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--eta", type=float, default=0.0)
     ap.add_argument("--wording", default="content", choices=["content", "leaky"])
     ap.add_argument("--parity-bits", type=int, default=3)
+    ap.add_argument("--rationale-follows", default="label", choices=["label", "truth"],
+                    help="synthetic rationales argue for the labelled (chosen) or the oracle's better response")
     ap.add_argument("--seed", type=int, default=1, help="seed of the synthetic held-out set")
     ap.add_argument("--tokenizer", help="'synthetic', a name or a directory (default: the checkpoint's)")
     ap.add_argument("--template", default="official", choices=["official", "conversational"])
+    ap.add_argument("--vacuous", default=None,
+                    help="baseline rationale b of the E2 contrast and, without --reference, of E2_conditional "
+                         "(default 'both responses look fine'); 'response above wins' gives the model's judgement")
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--temperature", default="fit", help="'fit' or a number")
     ap.add_argument("--n-boot", type=int, default=2000)
@@ -161,7 +174,8 @@ def main(argv: Sequence[str]) -> int:
     temperature = args.temperature if args.temperature == "fit" else float(args.temperature)
     if args.data == "synthetic":
         examples, kinds, shannon = synthetic_set(args.task, u=args.u, eps=args.eps, eta=args.eta,
-                                                 wording=args.wording, parity_bits=args.parity_bits, n=args.n,
+                                                 wording=args.wording, parity_bits=args.parity_bits,
+                                                 rationale_follows=args.rationale_follows, n=args.n,
                                                  seed=args.seed)
     else:
         from rdpo_jax.data import load_preferences
@@ -172,7 +186,7 @@ def main(argv: Sequence[str]) -> int:
                      reference=args.reference, labels=tuple(args.labels),
                      curve=[(a, int(b), c) for a, b, c in args.curve], tokenizer=args.tokenizer,
                      template=args.template, beta=args.beta, temperature=temperature, n_boot=args.n_boot,
-                     out_dir=args.out)
+                     out_dir=args.out, vacuous=args.vacuous)
     print(_summary(report))
     print(f"report: {Path(args.out) / 'report.json'}; plots: {', '.join(report.get('plots', []))}")
     return 0

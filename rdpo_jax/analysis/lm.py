@@ -10,7 +10,8 @@ Everything here turns a model (a :class:`~rdpo_jax.models.DecoderLM`), a tokeniz
     \Delta_i=\ell^{\rightarrow}_i-\ell^{\leftarrow}_i ,$$
 
   for the example's own rationale, a vacuous one $b$ and a shuffled one $r_{\pi(i)}$, each also with the slot
-  and label words masked (:mod:`rdpo_jax.analysis.leakage`), plus the "blank" condition
+  and label words masked (:mod:`rdpo_jax.analysis.leakage`; the placeholders are inputs but not scored),
+  plus the "blank" condition
   $\ell(r_i\mid x_i,\varnothing)$ (both responses empty) for the groundedness diagnostic
   $\mathrm{pmi}_i=\ell^{\rightarrow}_i-\ell(r_i\mid x_i,\varnothing)$.
   "First"/"second" are the template's slots: the official template's "Response above"/"Response below",
@@ -74,26 +75,30 @@ def _forward_fn(graphdef, block_size: int):
     return fn
 
 
-def score_sequences(model, seqs: Sequence[tuple[Sequence[int], Sequence[int]]], *, pad_id: int = 0,
+def score_sequences(model, seqs: Sequence[tuple[Sequence[int], ...]], *, pad_id: int = 0,
                     batch_size: int = 64, min_bucket: int = 32, block_size: int = DEFAULT_BLOCK_SIZE
                     ) -> tuple[np.ndarray, np.ndarray]:
     r"""Summed log-probs of completions given contexts: one jitted, batched forward over all sequences.
 
-    For sequence $k$ with ids $z=c\,\Vert\,y$: $\mathrm{sum}_k=\sum_{t}\log\pi(y_t\mid c, y_{<t})$ (float32),
-    $\mathrm{count}_k=|y|$. Rows are padded to ``batch_size`` rows and a power-of-two length (>= ``min_bucket``),
-    so a run compiles for a handful of shapes.
+    For sequence $k$ with ids $z=c\,\Vert\,y$ and scored positions $S_k$ (default all of $y$):
+    $\mathrm{sum}_k=\sum_{t\in S_k}\log\pi(y_t\mid c, y_{<t})$ (float32), $\mathrm{count}_k=|S_k|$. Unscored
+    completion tokens are still inputs. Rows are padded to ``batch_size`` rows and a power-of-two length
+    (>= ``min_bucket``), so a run compiles for a handful of shapes.
 
     Args:
-      model: a DecoderLM. seqs: (context ids, completion ids) pairs, contexts non-empty.
+      model: a DecoderLM. seqs: (context ids, completion ids) or (context ids, completion ids, scored) with
+        ``scored`` booleans, one per completion token; contexts and completions non-empty.
     Returns:
       (sums (K,) float64, counts (K,) int64).
     """
     if not seqs:
         return np.zeros(0), np.zeros(0, np.int64)
-    lengths = [len(c) + len(y) for c, y in seqs]
-    for k, (c, y) in enumerate(seqs):
+    lengths = [len(q[0]) + len(q[1]) for q in seqs]
+    for k, (c, y, *scored) in enumerate(seqs):
         if not c or not y:
             raise ValueError(f"sequence {k}: context ({len(c)} tokens) and completion ({len(y)}) must be non-empty")
+        if scored and len(scored[0]) != len(y):
+            raise ValueError(f"sequence {k}: {len(scored[0])} scored flags for {len(y)} completion tokens")
     buckets = Buckets.powers_of_two(max(max(lengths), min_bucket), min_bucket)
     graphdef, params = nnx.split(model)
     fn = _forward_fn(graphdef, block_size)
@@ -108,13 +113,13 @@ def score_sequences(model, seqs: Sequence[tuple[Sequence[int], Sequence[int]]], 
                 "targets": np.full((batch_size, t), pad_id, np.int32),
                 "loss_mask": np.zeros((batch_size, t), bool)}
         for j, i in enumerate(idx):
-            c, y = seqs[i]
+            c, y, *scored = seqs[i]
             ids = list(c) + list(y)
             n = len(ids)
             rows["input_ids"][j, :n] = ids
             rows["attention_mask"][j, :n] = 1
             rows["targets"][j, :n - 1] = ids[1:]
-            rows["loss_mask"][j, len(c) - 1:n - 1] = True
+            rows["loss_mask"][j, len(c) - 1:n - 1] = np.asarray(scored[0], bool) if scored else True
         s, m = jax.device_get(fn(params, rows))
         sums[idx] = np.asarray(s, np.float64)[:len(idx)]
         counts[idx] = np.asarray(m, np.int64)[:len(idx)]
@@ -127,6 +132,19 @@ def _check_mask_token(tokenizer: Any, token: str) -> None:
     if not ids or any(int(i) in special for i in ids):
         raise ValueError(f"mask_token {token!r} encodes to {ids} (empty, unknown or special) with this "
                          "tokenizer; pass a plain token of its vocabulary")
+
+
+def _placeholder_test(tokenizer: Any, token: str):
+    """``is_placeholder(id)``: whether a token decodes to the mask token (surrounding spaces ignored); cached."""
+    cache: dict[int, bool] = {}
+
+    def is_placeholder(i: int) -> bool:
+        i = int(i)
+        if i not in cache:
+            cache[i] = tokenizer.decode([i]).strip() == token
+        return cache[i]
+
+    return is_placeholder
 
 
 def _cap_text(tokenizer: Any, text: str, cap: int | None) -> str:
@@ -144,7 +162,8 @@ class RationaleLogps:
     Attributes:
       forward: condition -> $\\ell$ with the chosen response in the first slot (n,).
       backward: condition -> $\\ell$ with it in the second slot (n,). Same rationale tokens as ``forward``.
-      counts: condition -> number of scored rationale tokens (n,) (identical in both orders).
+      counts: condition -> number of scored rationale tokens (n,) (identical in both orders; masked
+        conditions do not score the mask placeholders).
       blank: $\\ell(r_i\\mid x_i,\\varnothing)$, both responses empty (n,).
       template, mask_words, mask_token, vacuous: how they were computed.
     """
@@ -207,6 +226,7 @@ def rationale_logps(model, tokenizer, examples: Sequence[PreferenceExample], *, 
             raise ValueError(f"example {i} has no rationale: E2 needs one per pair (drop such pairs first)")
     words = tuple(mask_words) if mask_words is not None else mask_words_for(template)
     _check_mask_token(tokenizer, mask_token)
+    is_placeholder = _placeholder_test(tokenizer, mask_token)
     capped = [dataclasses.replace(ex, chosen=_cap_text(tokenizer, ex.chosen, response_cap),
                                   rejected=_cap_text(tokenizer, ex.rejected, response_cap)) for ex in examples]
     shuffled = [ex.rationale for ex in shuffle_rationales(capped, seed=shuffle_seed)]
@@ -236,7 +256,8 @@ def rationale_logps(model, tokenizer, examples: Sequence[PreferenceExample], *, 
 
         for c in conditions:
             comp = completion(texts[c][i])
-            seqs += [(fwd, comp), (bwd, comp)]
+            scored = ([not is_placeholder(t) for t in comp],) if c.endswith("_masked") else ()
+            seqs += [(fwd, comp, *scored), (bwd, comp, *scored)]
             keys += [(c, "forward", i), (c, "backward", i)]
         seqs.append((blank, completion(texts["rationale"][i])))
         keys.append(("rationale", "blank", i))
