@@ -105,6 +105,32 @@ def test_rationale_required_and_mask_token(model):
         rationale_logps(model, tok, [ex[0], dataclasses.replace(ex[1], rationale=None)])
     with pytest.raises(ValueError, match="mask_token"):
         rationale_logps(model, tok, ex, mask_token="<unk>")
+    with pytest.raises(ValueError, match="not one token"):
+        rationale_logps(model, tok, ex, mask_token="above wins")
+    with pytest.raises(ValueError, match="vacuous rationale is empty"):
+        rationale_logps(model, tok, ex, vacuous=" ")
+
+
+@pytest.mark.parametrize("name", ["llama3", "mistral-v1", "mistral-v3"])
+def test_placeholders_found_in_real_tokenizers(name):
+    """Every token carrying a placeholder is unscored, even when BPE merges it with punctuation (Llama 3's
+    " -,"), and no other token is."""
+    if name == "llama3":
+        pytest.importorskip("llama_models")
+    else:
+        pytest.importorskip("mistral_common")
+    from rdpo_jax.analysis.lm import _placeholder_test
+    from rdpo_jax.data import load_tokenizer
+
+    tok = load_tokenizer(name)
+    text = mask_rationale("The response above is better, because it cites the source.", mask_words_for("official"))
+    assert text == "The - - is -, because it cites the source."
+    ids = tok.encode(text, add_special_tokens=False)
+    flagged = [_placeholder_test(tok, "-")(i) for i in ids]
+    pieces = [tok.decode([i]) for i in ids]
+    assert sum(p.count("-") for p, f in zip(pieces, flagged, strict=True) if f) == 3
+    assert not any("-" in p for p, f in zip(pieces, flagged, strict=True) if not f)
+    assert sum(flagged) == 3  # one token per placeholder, merged or not
 
 
 def test_policy_margins(model):

@@ -90,7 +90,7 @@ def analyze(checkpoint: str | Path, *, examples=None, kinds: Sequence[str] | Non
     if with_rationale:
         sub = [examples[i] for i in with_rationale]
         rlp = rationale_logps(policy, tok, sub, template=template, wording=wording, shuffle_seed=seed,
-                              response_cap=response_cap, vacuous=vacuous or VACUOUS_RATIONALE)
+                              response_cap=response_cap, vacuous=VACUOUS_RATIONALE if vacuous is None else vacuous)
         base = margins[labels[0]][with_rationale] if ref is not None else None
         report |= rationale_section(rlp, temperature=temperature, baseline=base,
                                     baseline_name=f"margin of {labels[0]}",

@@ -5,10 +5,10 @@ $\Delta=\ell(r\mid\text{chosen first})-\ell(r\mid\text{chosen second})$ large wi
 the responses' content. The control recomputes every $\Delta$ after replacing, in the rationale text and
 before tokenising, each whole word of a per-template list by a neutral token (default ``"-"``, a plain token
 of any vocabulary). The replacement is a function of the rationale text only, so the masked rationale is
-the same token sequence in both orders. The placeholders stay in the input but their own log-probs are not
-scored (:func:`rdpo_jax.analysis.lm.rationale_logps`): how likely a model finds ``"-"`` where it expected a
-word is off its training distribution and carries order-dependent noise, not information; the masked
-$\Delta$ sums the remaining rationale tokens (and the end-of-turn token).
+the same token sequence in both orders. The placeholders stay in the input but their own log-probs (of every
+token whose text contains one) are not scored (:func:`rdpo_jax.analysis.lm.rationale_logps`): how likely a
+model finds ``"-"`` where it expected a word is off its training distribution and carries order-dependent
+noise, not information; the masked $\Delta$ sums the remaining rationale tokens (and the end-of-turn token).
 
 Word lists (case-insensitive, whole words):
 

@@ -129,19 +129,23 @@ def score_sequences(model, seqs: Sequence[tuple[Sequence[int], ...]], *, pad_id:
 def _check_mask_token(tokenizer: Any, token: str) -> None:
     ids = tokenizer.encode(token, add_special_tokens=False)
     special = {int(i) for i in tokenizer.all_special_ids if i is not None}
-    if not ids or any(int(i) in special for i in ids):
-        raise ValueError(f"mask_token {token!r} encodes to {ids} (empty, unknown or special) with this "
-                         "tokenizer; pass a plain token of its vocabulary")
+    if len(ids) != 1 or int(ids[0]) in special:
+        raise ValueError(f"mask_token {token!r} encodes to {ids} (not one token, or unknown or special) with "
+                         "this tokenizer; pass a plain single token of its vocabulary, e.g. '-'")
 
 
 def _placeholder_test(tokenizer: Any, token: str):
-    """``is_placeholder(id)``: whether a token decodes to the mask token (surrounding spaces ignored); cached."""
+    """``is_placeholder(id)``: whether a token's text contains the mask token; cached.
+
+    Containment, not equality: BPE vocabularies merge the placeholder with a neighbour (Llama 3 encodes
+    ``"-,"`` as the single token ``" -,"``), and such a token is still (partly) the placeholder. A genuine
+    ``"-"`` inside a word of a masked rationale is left unscored too."""
     cache: dict[int, bool] = {}
 
     def is_placeholder(i: int) -> bool:
         i = int(i)
         if i not in cache:
-            cache[i] = tokenizer.decode([i]).strip() == token
+            cache[i] = token in tokenizer.decode([i])
         return cache[i]
 
     return is_placeholder
@@ -221,6 +225,8 @@ def rationale_logps(model, tokenizer, examples: Sequence[PreferenceExample], *, 
     bad = [c for c in conditions if c not in CONDITIONS]
     if bad:
         raise ValueError(f"unknown conditions {bad}; accepted: {list(CONDITIONS)}")
+    if not vacuous.strip():
+        raise ValueError("vacuous rationale is empty; pass a text such as 'both responses look fine'")
     for i, ex in enumerate(examples):
         if ex.rationale is None:
             raise ValueError(f"example {i} has no rationale: E2 needs one per pair (drop such pairs first)")
