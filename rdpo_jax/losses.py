@@ -86,6 +86,14 @@ def _mean_logp(total: Array, count: Array) -> Array:
     return total / jnp.maximum(_f32(count), 1.0)
 
 
+def _scaled(weight: Any, term: Array) -> Array:
+    """``weight * term``, exactly 0 where the weight is 0 (so a zero weight on an infinite term, e.g.
+    ``label_smoothing = 0`` times ``-log sigma(-inf)``, gives the limit 0 instead of ``0 * inf = NaN``)."""
+    if isinstance(weight, int | float):
+        return jnp.zeros_like(term) if weight == 0 else weight * term
+    return jnp.where(jnp.asarray(weight) == 0, 0.0, weight * term)
+
+
 # ----------------------------------------------------------------------------------------------
 # trace-time checks
 
@@ -165,14 +173,14 @@ def _dpo_preference(logps: SequenceLogps, beta, loss_type: str, label_smoothing)
     h = rho_w - rho_l
     eps = label_smoothing
     if loss_type == "sigmoid":
-        loss = -(1.0 - eps) * log_sigmoid(beta * h) - eps * log_sigmoid(-beta * h)
+        loss = _scaled(1.0 - eps, -log_sigmoid(beta * h)) + _scaled(eps, -log_sigmoid(-beta * h))
     elif loss_type == "ipo":
         h_bar = _mean_logp(rho_w, logps.chosen_tokens) - _mean_logp(rho_l, logps.rejected_tokens)
         loss = (h_bar - 1.0 / (2.0 * beta)) ** 2
     elif loss_type == "hinge":
         loss = jax.nn.relu(1.0 - beta * h)
     else:  # robust
-        loss = (-(1.0 - eps) * log_sigmoid(beta * h) + eps * log_sigmoid(-beta * h)) / (1.0 - 2.0 * eps)
+        loss = (_scaled(1.0 - eps, -log_sigmoid(beta * h)) + _scaled(eps, log_sigmoid(-beta * h))) / (1.0 - 2.0 * eps)
     metrics = _reward_metrics(beta * rho_w, beta * rho_l)
     metrics["logps/chosen"] = s_w
     metrics["logps/rejected"] = s_l
@@ -192,12 +200,21 @@ def _check_dpo_options(loss: str, beta, loss_type, label_smoothing, nll_weight) 
                          f"not {loss_type!r}")
 
 
-def _rationale_term(logps: SequenceLogps, scale: Array) -> tuple[Array, Array]:
-    """Applies the per-pair rationale mask (if any): returns (masked term, rationale mask as float)."""
+def _rationale_parts(logps: SequenceLogps) -> tuple[Array, Array, Array | None]:
+    """(S_r, n_r, keep): the rationale sum and count with pairs outside ``rationale_mask`` set to 0 *before*
+    any term is computed from them (so a NaN there reaches neither the loss nor its gradient), and the
+    mask as bool (None: every pair has a rationale)."""
+    s_r, n_r = _f32(logps.rationale), logps.rationale_tokens
     if logps.rationale_mask is None:
-        return scale, jnp.ones_like(scale)
+        return s_r, n_r, None
     keep = _f32(logps.rationale_mask) > 0
-    return jnp.where(keep, scale, 0.0), keep.astype(jnp.float32)
+    n_r = None if n_r is None else jnp.where(keep, _f32(n_r), 0.0)
+    return jnp.where(keep, s_r, 0.0), n_r, keep
+
+
+def _drop_unmasked(term: Array, keep: Array | None) -> Array:
+    """The rationale term, 0 for pairs without a rationale."""
+    return term if keep is None else jnp.where(keep, term, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,7 +240,7 @@ def dpo(logps: SequenceLogps, *, beta: float = 0.1, loss_type: str = "sigmoid",
     a_w = _mean_logp(_f32(logps.chosen), logps.chosen_tokens)
     metrics["loss/preference"] = pref
     metrics["nll_loss"] = -a_w
-    return pref + nll_weight * (-a_w), metrics
+    return pref + _scaled(nll_weight, -a_w), metrics
 
 
 def rdpo(logps: SequenceLogps, *, beta: float = 0.1, gamma: float = 0.001,
@@ -245,14 +262,14 @@ def rdpo(logps: SequenceLogps, *, beta: float = 0.1, gamma: float = 0.001,
     _check_dpo_options("rdpo", beta, loss_type, label_smoothing, nll_weight)
     _check_range("rdpo", "gamma", gamma, 0.0, math.inf)
     pref, metrics = _dpo_preference(logps, beta, loss_type, label_smoothing)
-    s_r = _f32(logps.rationale)
-    s = s_r if rationale_norm == "sum" else _mean_logp(s_r, logps.rationale_tokens)
-    term = -log_sigmoid(gamma * s) if rationale_form == "sigmoid" else gamma * (-s)
-    term, _ = _rationale_term(logps, term)
+    s_r, n_r, keep = _rationale_parts(logps)
+    s = s_r if rationale_norm == "sum" else _mean_logp(s_r, n_r)
+    term = -log_sigmoid(_scaled(gamma, s)) if rationale_form == "sigmoid" else _scaled(gamma, -s)
+    term = _drop_unmasked(term, keep)
     a_w = _mean_logp(_f32(logps.chosen), logps.chosen_tokens)
     metrics.update({"logps/rationale": s_r, "loss/preference": pref, "loss/rationale": term,
                     "nll_loss": -a_w})
-    return pref + term + nll_weight * (-a_w), metrics
+    return pref + term + _scaled(nll_weight, -a_w), metrics
 
 
 def _orpo_parts(logps: SequenceLogps, lam) -> tuple[Array, Array, Metrics]:
@@ -263,8 +280,8 @@ def _orpo_parts(logps: SequenceLogps, lam) -> tuple[Array, Array, Metrics]:
     metrics = _reward_metrics(lam * a_w, lam * a_l)
     metrics.update({"logps/chosen": a_w, "logps/rejected": a_l, "nll_loss": -a_w,
                     "log_odds_ratio": ratio, "log_odds_chosen": log_odds,
-                    "loss/preference": lam * (-ratio)})
-    return -a_w, lam * (-ratio), metrics
+                    "loss/preference": _scaled(lam, -ratio)})
+    return -a_w, _scaled(lam, -ratio), metrics
 
 
 def orpo(logps: SequenceLogps, *, lam: float = 0.1) -> tuple[Array, Metrics]:
@@ -286,8 +303,8 @@ def rorpo(logps: SequenceLogps, *, lam: float = 0.1, gamma: float = 1.0) -> tupl
     _check_range("rorpo", "lam", lam, 0.0, math.inf)
     _check_range("rorpo", "gamma", gamma, 0.0, math.inf)
     nll, pref, metrics = _orpo_parts(logps, lam)
-    s_r = _f32(logps.rationale)
-    term, _ = _rationale_term(logps, gamma * (-_mean_logp(s_r, logps.rationale_tokens)))
+    s_r, n_r, keep = _rationale_parts(logps)
+    term = _drop_unmasked(_scaled(gamma, -_mean_logp(s_r, n_r)), keep)
     metrics.update({"logps/rationale": s_r, "loss/rationale": term})
     return nll + pref + term, metrics
 
@@ -299,7 +316,7 @@ def _simpo_parts(logps: SequenceLogps, beta, gamma_beta_ratio, sft_weight) -> tu
     metrics = _reward_metrics(beta * a_w, beta * a_l)
     metrics.update({"logps/chosen": a_w, "logps/rejected": a_l, "loss/preference": pref,
                     "nll_loss": -a_w})
-    return pref + sft_weight * (-a_w), metrics
+    return pref + _scaled(sft_weight, -a_w), metrics
 
 
 def _check_simpo_options(loss: str, beta, gamma_beta_ratio, sft_weight) -> None:
@@ -328,8 +345,8 @@ def rsimpo(logps: SequenceLogps, *, beta: float = 2.0, gamma_beta_ratio: float =
     _check_simpo_options("rsimpo", beta, gamma_beta_ratio, sft_weight)
     _check_range("rsimpo", "gamma", gamma, 0.0, math.inf)
     loss, metrics = _simpo_parts(logps, beta, gamma_beta_ratio, sft_weight)
-    s_r = _f32(logps.rationale)
-    term, _ = _rationale_term(logps, gamma * (-_mean_logp(s_r, logps.rationale_tokens)))
+    s_r, n_r, keep = _rationale_parts(logps)
+    term = _drop_unmasked(_scaled(gamma, -_mean_logp(s_r, n_r)), keep)
     metrics.update({"logps/rationale": s_r, "loss/rationale": term})
     return loss + term, metrics
 
@@ -388,6 +405,40 @@ REFERENCE_FREE = frozenset({"orpo", "rorpo", "simpo", "rsimpo"})
 RATIONALE_LOSSES = frozenset({"rdpo", "rorpo", "rsimpo"})
 
 
+def has_rationale_term(name: str, hparams: Mapping[str, Any] | None = None) -> bool:
+    """Whether loss ``name`` with keywords ``hparams`` adds a rationale term (so it needs rationales).
+
+    Decided by the term, not by the name alone: today the losses with a term are ``rdpo``, ``rorpo`` and
+    ``rsimpo``, whatever their ``gamma``."""
+    LOSSES[name]  # an unknown name raises, listing the accepted ones
+    return name in RATIONALE_LOSSES
+
+
+def mask_pairs(logps: SequenceLogps, pair_mask: Array | None) -> SequenceLogps:
+    """``logps`` with every field of a padded pair (``pair_mask`` False) replaced by 0 via ``where``.
+
+    This is the first of the two selections that keep a padded pair out of the loss (spec: "select with
+    where, never multiply"): the per-pair loss is then computed on finite zeros, so whatever the padded
+    pair held (NaN, inf) reaches neither the loss nor the gradient; `masked_pair_sums` then selects the
+    real pairs' losses. Shapes: every field [B], ``pair_mask`` [B] bool.
+    """
+    if pair_mask is None:
+        return logps
+    keep = jnp.asarray(pair_mask).astype(bool)
+    return SequenceLogps(*(None if v is None else jnp.where(keep, v, jnp.zeros((), jnp.asarray(v).dtype))
+                           for v in logps))
+
+
+def pair_finite(per_pair_loss: Array, pair_mask: Array | None = None) -> Array:
+    """Per pair: the loss is finite, or the pair is padding. [B] bool.
+
+    A real pair whose log-probs make the loss infinite or NaN (``S_w = -inf`` under DPO, say; where the
+    limit is finite the losses return it) cannot raise inside ``jax.jit``: this flag goes to the host,
+    which names the pair."""
+    ok = jnp.isfinite(_f32(per_pair_loss))
+    return ok if pair_mask is None else ok | ~jnp.asarray(pair_mask).astype(bool)
+
+
 def masked_pair_sums(per_pair_loss: Array, metrics: Mapping[str, Array] | None = None,
                      pair_mask: Array | None = None) -> tuple[Array, dict[str, Array], Array]:
     """Sums over real pairs, sum_b where(m_b, x_b, 0), for the loss and each metric, and the count sum_b m_b.
@@ -421,6 +472,7 @@ def reduce_pairs(per_pair_loss: Array, metrics: Mapping[str, Array] | None = Non
 
 def compute_loss(name: str, logps: SequenceLogps, pair_mask: Array | None = None,
                  **hparams: Any) -> tuple[Array, dict[str, Array]]:
-    """`LOSSES[name]` followed by `reduce_pairs`: the batch loss (scalar) and averaged metrics."""
-    per_pair, metrics = LOSSES[name](logps, **hparams)
+    """`mask_pairs`, `LOSSES[name]`, then `reduce_pairs`: the batch loss (scalar) and averaged metrics.
+    Padded pairs reach neither the loss nor its gradient, whatever values they hold."""
+    per_pair, metrics = LOSSES[name](mask_pairs(logps, pair_mask), **hparams)
     return reduce_pairs(per_pair, metrics, pair_mask)
