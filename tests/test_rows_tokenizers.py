@@ -122,3 +122,36 @@ def test_system_folded_for_template_without_system():
     ids = encode_chat(tok, [{"role": "system", "content": "red"}, {"role": "user", "content": "blue"}], stats=stats)
     assert stats.system_folded == 1
     assert tok.decode(ids) .split() == ["<s>", "<|user|>", "red", "blue", "<|eot|>"]
+
+
+# Responses with leading / trailing whitespace: mistral_common's v2+ encoders strip trailing spaces of assistant
+# content (content.rstrip(" ")), v1 and Llama 3's ChatFormat keep it as it is.
+WHITESPACE = ["  leading spaces", "trailing spaces  ", "  both  ", "\n newlines around \n", "tab\t", "ends in tab \t "]
+
+
+def _reference_ids(name, conv, llama_ref):
+    if name == "llama3":
+        from llama_models.datatypes import RawMessage
+
+        return llama_ref.encode_dialog_prompt([RawMessage(role=m["role"], content=m["content"]) for m in conv]).tokens
+    return _mistral_encode(_mistral_ref(name), conv)
+
+
+@pytest.mark.parametrize("name", ["llama3", "mistral-v1", "mistral-v3"])
+@pytest.mark.parametrize("response", WHITESPACE, ids=repr)
+def test_rows_with_whitespace_in_responses_match_the_reference_renderer(name, response, llama_ref):
+    from rdpo_jax.data import PreferenceExample, tokenize_example
+
+    tok = load_tokenizer(name)
+    conv = [{"role": "user", "content": "  Q?  "}, {"role": "assistant", "content": response},
+            {"role": "user", "content": "next"}]
+    want = _reference_ids(name, conv, llama_ref)
+    assert encode_chat(tok, conv, add_generation_prompt=True) == want
+    # the scored chosen sequence [x][y_w] is the reference rendering up to and including the turn closer
+    for which in ("chosen", "rejected"):
+        ex, problems = tokenize_example(PreferenceExample("  Q?  ", response if which == "chosen" else "other",
+                                                          "other" if which == "chosen" else response), tok)
+        assert not problems
+        seq = getattr(ex, which)
+        assert seq.ids == want[: len(seq.ids)]
+        assert seq.completion[-1] == tok.eos_token_id and want[len(seq.ids) - 1] == tok.eos_token_id

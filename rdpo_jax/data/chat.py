@@ -4,12 +4,14 @@ Our Jinja templates reproduce the packages' own Python renderers token for token
 
 - :data:`LLAMA3_CHAT_TEMPLATE`: ``llama_models`` ``ChatFormat.encode_dialog_prompt``: ``<|begin_of_text|>``,
   then per message ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>`` (content not
-  trimmed), and with ``add_generation_prompt`` the assistant header.
+  trimmed; the header's ``"\\n\\n"`` is encoded apart from the content, as ``ChatFormat`` does, which
+  matters for content that starts with a newline), and with ``add_generation_prompt`` the assistant header.
 - :data:`MISTRAL_V1_CHAT_TEMPLATE`: ``mistral_common`` tokenizer v1: ``<s>``, user turns as the plain text
   ``[INST] {content} [/INST]``, assistant turns `` {content}</s>``; a system prompt goes before the *first*
   user turn's text as ``"{system}\\n\\n"``.
 - :data:`MISTRAL_V3_CHAT_TEMPLATE`: tokenizer v3 (v2 the same): ``[INST]``/``[/INST]`` are control tokens,
-  ``<s>[INST]{user}[/INST]{assistant}</s>...``; the system prompt goes before the *last* user turn's text.
+  ``<s>[INST]{user}[/INST]{assistant}</s>...``; the system prompt goes before the *last* user turn's text, and
+  trailing spaces of assistant content are stripped (``content.rstrip(" ")``, as the v2+ encoders do).
 
 The space before each text piece comes from the tokenizer (sentencepiece's dummy prefix, reproduced per
 piece between special tokens, see :mod:`rdpo_jax.data.tokenizers`), exactly as ``mistral_common`` encodes
@@ -24,6 +26,7 @@ so that BOS appears exactly once.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,7 +65,8 @@ _MISTRAL_PREAMBLE = (
 )
 
 
-def _mistral_template(system_at: str, user_open: str, user_close: str, assistant_open: str) -> str:
+def _mistral_template(system_at: str, user_open: str, user_close: str, assistant_open: str,
+                      assistant_content: str) -> str:
     return (
         _MISTRAL_PREAMBLE
         + "{%- for m in messages if m['role'] != 'system' -%}"
@@ -72,18 +76,23 @@ def _mistral_template(system_at: str, user_open: str, user_close: str, assistant
         "{%- else -%}{%- set content = m['content'] -%}{%- endif -%}"
         "{{- '" + user_open + "' + content + '" + user_close + "' -}}"
         "{%- else -%}"
-        "{{- '" + assistant_open + "' + m['content'] + eos_token -}}"
+        "{{- '" + assistant_open + "' + " + assistant_content + " + eos_token -}}"
         "{%- endif -%}"
         "{%- set ns.n = ns.n + 1 -%}"
         "{%- endfor -%}"
     )
 
 
-MISTRAL_V1_CHAT_TEMPLATE = _mistral_template("first", "[INST] ", " [/INST]", " ")
-MISTRAL_V3_CHAT_TEMPLATE = _mistral_template("last", "[INST]", "[/INST]", "")
+# mistral_common's v1 encoder keeps assistant content as it is; v2 and later strip its trailing spaces
+# (``content.rstrip(" ")``: spaces only, not newlines or tabs).
+MISTRAL_V1_CHAT_TEMPLATE = _mistral_template("first", "[INST] ", " [/INST]", " ", "m['content']")
+MISTRAL_V3_CHAT_TEMPLATE = _mistral_template("last", "[INST]", "[/INST]", "", "m['content'].rstrip(' ')")
 
 #: Attribute set on tokenizers whose template demands user/assistant alternation (ours: Mistral).
 ALTERNATION_ATTR = "_rdpo_requires_alternation"
+#: Attribute of tokenizers whose reference renderer encodes the text after each of these markers as a
+#: separate piece (ours: Llama 3, whose ``ChatFormat`` encodes the header's ``"\n\n"`` apart from the content).
+PIECE_BREAKS_ATTR = "_rdpo_piece_breaks"
 
 
 @dataclasses.dataclass
@@ -162,10 +171,22 @@ def _bos_added_by_encode(tokenizer: Any) -> bool:
     return bool(ids) and ids[0] == bos
 
 
+def _pieces(text: str, breaks: Sequence[str]) -> list[str]:
+    """``text`` cut right after every occurrence of each marker in ``breaks`` (no marker: ``[text]``)."""
+    pieces = [text]
+    for marker in breaks:
+        pieces = [part for piece in pieces for part in re.split(f"(?<={re.escape(marker)})", piece)]
+    return [p for p in pieces if p]
+
+
 def encode_text(tokenizer: Any, text: str) -> list[int]:
     """Encode already-rendered chat text: special tokens in the text are kept as single ids, and BOS appears
-    exactly once at the start if the tokenizer uses one (prepended only when the template did not write it)."""
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    exactly once at the start if the tokenizer uses one (prepended only when the template did not write it).
+    Text after a marker of the tokenizer's `PIECE_BREAKS_ATTR` is encoded as a separate piece, as its
+    reference renderer does (so a Llama 3 message that starts with a newline keeps the header's ``"\n\n"``
+    token apart)."""
+    ids = [i for piece in _pieces(text, getattr(tokenizer, PIECE_BREAKS_ATTR, ()))
+           for i in tokenizer(piece, add_special_tokens=False)["input_ids"]]
     bos = tokenizer.bos_token_id
     if bos is not None and (not ids or ids[0] != bos) and _bos_added_by_encode(tokenizer):
         ids = [bos] + ids

@@ -25,7 +25,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .chat import ALTERNATION_ATTR, LLAMA3_CHAT_TEMPLATE, MISTRAL_V1_CHAT_TEMPLATE, MISTRAL_V3_CHAT_TEMPLATE
+from .chat import (
+    ALTERNATION_ATTR,
+    LLAMA3_CHAT_TEMPLATE,
+    MISTRAL_V1_CHAT_TEMPLATE,
+    MISTRAL_V3_CHAT_TEMPLATE,
+    PIECE_BREAKS_ATTR,
+)
 
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -91,6 +97,7 @@ def llama3_tokenizer() -> Any:
         clean_up_tokenization_spaces=False, model_max_length=131072,
     )
     tok.chat_template = LLAMA3_CHAT_TEMPLATE
+    setattr(tok, PIECE_BREAKS_ATTR, ("<|end_header_id|>\n\n",))  # ChatFormat encodes the header apart
     ids = tok.convert_tokens_to_ids(["<|begin_of_text|>", "<|eot_id|>"])
     if ids != [128000, 128009]:
         raise RuntimeError(f"Llama 3 conversion gave special ids {ids}, expected [128000, 128009]")
