@@ -1,7 +1,8 @@
 """Truncation and the packed layout against the unpacked sequences (token ids, positions, visible context,
 and log-probs of a tiny random model)."""
-
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -67,11 +68,18 @@ def test_zero_scored_tokens_are_bad_rows(tok):
     cfg = TruncationConfig(max_length=64, max_prompt_length=32, max_rationale_length=0)
     with pytest.raises(DataValidationError, match="no_scored_tokens"):
         tokenize_examples(EXAMPLES[:2], tok, truncation=cfg, rationale_template="official", dataset="toy")
-    res = tokenize_examples(EXAMPLES[:2], tok, truncation=cfg, rationale_template="official", dataset="toy",
+    # skipping every row leaves nothing to train on: an error that still lists every bad row
+    with pytest.raises(DataValidationError, match="all 2 rows skipped") as e:
+        tokenize_examples(EXAMPLES[:2], tok, truncation=cfg, rationale_template="official", dataset="toy",
+                          on_bad_row="skip")
+    assert {(b.dataset, b.row, b.field) for b in e.value.bad_rows} == {("toy", 0, "rationale"),
+                                                                       ("toy", 1, "rationale")}
+    # with a rationale-less example in the mix, the bad rows are skipped and counted
+    mixed = [EXAMPLES[0], dataclasses.replace(EXAMPLES[1], rationale=None)]
+    res = tokenize_examples(mixed, tok, truncation=cfg, rationale_template="official", dataset="toy",
                             on_bad_row="skip")
-    assert res.rows == [] and res.report.n_skipped == 2
-    assert {(b.dataset, b.row, b.field) for b in res.report.bad_rows} == {("toy", 0, "rationale"),
-                                                                          ("toy", 1, "rationale")}
+    assert [r.index for r in res.rows] == [1] and res.report.n_skipped == 1
+    assert {(b.dataset, b.row, b.field) for b in res.report.bad_rows} == {("toy", 0, "rationale")}
 
 
 def _unpacked(ex, role):

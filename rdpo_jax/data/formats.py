@@ -17,15 +17,23 @@ Formats:
 - ``hh`` (Anthropic/hh-rlhf): ``chosen``/``rejected`` whole transcripts
   ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``; the shared earlier turns become the prompt
   (user/assistant messages, consecutive same-role turns kept), the final assistant turns the responses.
+- ``conversational`` (TRL's conversational format): ``chosen``/``rejected`` message lists whose last message
+  is the assistant response; an optional ``prompt`` (string or messages) comes first, then the turns that
+  precede the responses, which must agree between chosen and rejected (TRL's implicit conversational prompt).
+- ``implicit_prompt`` (TRL's standard format without a prompt column): ``chosen``/``rejected`` strings that
+  share a prompt prefix; the longest common prefix is the prompt (a space right before the point where they
+  differ goes with the responses, as TRL's ``extract_prompt``), the remainders are the responses.
+
+:func:`detect_format` picks one of these for a local file when no format is given.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .schema import Message, Problem, check_messages, normalise_prompt
+from .schema import Message, Problem, check_messages, check_text, normalise_prompt
 
 # Stands in for a value whose problem the converter already reported, so that the generic checks run
 # afterwards do not report it a second time under another field name.
@@ -156,6 +164,61 @@ def convert_hh(row: Mapping[str, Any]) -> Converted:
     return {"prompt": prompt, "chosen": chosen[-1]["content"], "rejected": rejected[-1]["content"]}, problems
 
 
+def _as_messages(prompt: Any) -> tuple[list[Message], list[Problem]]:
+    """An optional ``prompt`` field (string or messages) as a message list."""
+    if prompt is None:
+        return [], []
+    if isinstance(prompt, str):
+        return ([{"role": "user", "content": prompt}] if prompt.strip() else []), []
+    problems = check_messages(prompt, "prompt")
+    if problems:
+        return [], problems
+    return [{"role": m["role"], "content": m["content"]} for m in prompt], []
+
+
+def convert_conversational(row: Mapping[str, Any]) -> Converted:
+    """TRL's conversational rows: [prompt messages] + shared earlier turns + the final assistant responses."""
+    prefix_c, chosen, problems = _final_assistant(row.get("chosen"), "chosen")
+    prefix_r, rejected, more = _final_assistant(row.get("rejected"), "rejected")
+    prompt_msgs, prompt_problems = _as_messages(row.get("prompt"))
+    problems += more + prompt_problems
+    if problems:
+        return {"prompt": _PLACEHOLDER, "chosen": _PLACEHOLDER, "rejected": _PLACEHOLDER + "y",
+                "rationale": row.get("rationale")}, problems
+    assert prefix_c is not None and prefix_r is not None
+    problems += _compare_prefixes(prefix_c, prefix_r)
+    messages = prompt_msgs + prefix_c
+    if not messages:
+        problems.append(("prompt", "missing_field", "no prompt column and no turns before the responses"))
+        return {"prompt": _PLACEHOLDER, "chosen": chosen, "rejected": rejected}, problems
+    return {"prompt": normalise_prompt(messages), "chosen": chosen, "rejected": rejected,
+            "rationale": row.get("rationale")}, problems
+
+
+def split_shared_prefix(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """(prompt, chosen response, rejected response) of two texts that start with the same prompt: the prompt
+    is their longest common prefix, less a space right before the first difference (TRL's rule)."""
+    n, limit = 0, min(len(chosen), len(rejected))
+    while n < limit and chosen[n] == rejected[n]:
+        n += 1
+    if 0 < n < limit and chosen[n - 1] == " ":
+        n -= 1
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def convert_implicit_prompt(row: Mapping[str, Any]) -> Converted:
+    """TRL's standard rows without a prompt column: the shared prefix of chosen and rejected is the prompt."""
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    problems = check_text(chosen, "chosen") + check_text(rejected, "rejected")
+    if problems:
+        return {"prompt": _PLACEHOLDER, "chosen": chosen, "rejected": rejected}, []
+    prompt, chosen, rejected = split_shared_prefix(chosen, rejected)
+    if not prompt.strip():
+        problems.append(("prompt", "empty", "chosen and rejected share no prompt prefix"))
+        prompt = _PLACEHOLDER
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "rationale": row.get("rationale")}, problems
+
+
 #: format name -> (converter, required columns, optional columns)
 FORMATS: dict[str, tuple[Converter, tuple[str, ...], tuple[str, ...]]] = {
     "preference": (convert_preference, ("prompt", "chosen", "rejected"), ("rationale",)),
@@ -163,4 +226,44 @@ FORMATS: dict[str, tuple[Converter, tuple[str, ...], tuple[str, ...]]] = {
     "orca_dpo_pairs": (convert_orca_dpo_pairs, ("system", "question", "chosen", "rejected"), ()),
     "ultrafeedback": (convert_ultrafeedback, ("prompt", "chosen", "rejected"), ()),
     "hh": (convert_hh, ("chosen", "rejected"), ()),
+    "conversational": (convert_conversational, ("chosen", "rejected"), ("prompt", "rationale")),
+    "implicit_prompt": (convert_implicit_prompt, ("chosen", "rejected"), ("rationale",)),
 }
+
+
+def detect_format(rows: Sequence[Mapping[str, Any]], fields: Mapping[str, str] | None = None) -> str:
+    """The format of rows that declare none, from the columns present and the first row's values, in order:
+
+    - ``system`` and ``question`` columns: ``orca_dpo_pairs``;
+    - no ``chosen`` column: ``preference`` (whose error then names the missing columns);
+    - message-list ``chosen``: ``ultrafeedback`` when a string ``prompt`` repeats the conversation's first user
+      turn, else ``conversational``;
+    - a ``prompt`` column (or a ``fields`` entry for it): ``preference``;
+    - string ``chosen`` transcripts starting with ``"\\n\\nHuman:"``: ``hh``;
+    - otherwise ``implicit_prompt``.
+
+    ``fields`` (format field -> column) is applied first.
+    """
+    fields = dict(fields or {})
+    columns = {k for r in rows[:100] if isinstance(r, Mapping) for k in r}
+
+    def col(name: str) -> str:
+        return fields.get(name, name)
+
+    first = next((r for r in rows if isinstance(r, Mapping) and r.get(col("chosen")) is not None), {})
+    chosen, prompt = first.get(col("chosen")), first.get(col("prompt"))
+    if col("system") in columns and col("question") in columns:
+        return "orca_dpo_pairs"
+    if col("chosen") not in columns:
+        return "preference"  # the canonical format: its error then names every missing column
+    if isinstance(chosen, list | tuple):
+        head = chosen[0] if chosen and isinstance(chosen[0], Mapping) else {}
+        if isinstance(prompt, str) and head.get("role") == "user" and str(head.get("content", "")).strip() == \
+                prompt.strip():
+            return "ultrafeedback"
+        return "conversational"
+    if col("prompt") in columns or "prompt" in fields:
+        return "preference"
+    if isinstance(chosen, str) and chosen.startswith("\n\nHuman:"):
+        return "hh"
+    return "implicit_prompt"

@@ -271,6 +271,6 @@ def tokenize_examples(examples: Sequence[PreferenceExample], tokenizer: Any, *,
         else:
             rows.append(ex)
     report.n_kept = len(rows)
-    if report.bad_rows and on_bad_row == "error":
-        raise DataValidationError(dataset, "rows", len(examples), report.bad_rows)
+    if report.bad_rows and (on_bad_row == "error" or not rows):
+        raise DataValidationError(dataset, "rows", len(examples), report.bad_rows, all_skipped=on_bad_row == "skip")
     return TokenizeResult(rows, report, stats)

@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
+from rdpo_jax.errors import RdpoError
+
 ROLES = ("system", "user", "assistant")
 
 #: Reasons a row can be rejected, with a one-line meaning (used in error messages and the README).
@@ -104,6 +106,10 @@ class DataReport:
     n_kept: int = 0
     bad_rows: list[BadRow] = dataclasses.field(default_factory=list)
     flags: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    format: str = ""
+    columns: list[str] = dataclasses.field(default_factory=list)
+    fields: dict[str, str] = dataclasses.field(default_factory=dict)  # format field -> the column read for it
+    kept_rows: list[int] = dataclasses.field(default_factory=list)  # source row of each kept example, in order
 
     @property
     def skipped_rows(self) -> list[int]:
@@ -132,6 +138,9 @@ class DataReport:
             "dataset": self.dataset,
             "split": self.split,
             "origin": self.origin,
+            "format": self.format,
+            "columns": list(self.columns),
+            "fields": dict(self.fields),
             "n_rows": self.n_rows,
             "n_kept": self.n_kept,
             "n_skipped": self.n_skipped,
@@ -151,20 +160,24 @@ class DataReport:
         return "\n".join(lines)
 
 
-class DataValidationError(ValueError):
+class DataValidationError(RdpoError, ValueError):
     """Raised under ``on_bad_row="error"``; ``bad_rows`` holds every problem found, not only the first."""
 
     MAX_LISTED = 25
 
-    def __init__(self, dataset: str, split: str, n_rows: int, bad_rows: Sequence[BadRow], origin: str = ""):
+    def __init__(self, dataset: str, split: str, n_rows: int, bad_rows: Sequence[BadRow], origin: str = "",
+                 all_skipped: bool = False):
         self.dataset, self.split, self.n_rows, self.origin = dataset, split, n_rows, origin
         self.bad_rows = list(bad_rows)
         n_bad = len({b.row for b in self.bad_rows})
         where = f", read from {origin}" if origin else ""
-        lines = [
-            f"dataset '{dataset}' (split '{split}'{where}): {n_bad} of {n_rows} rows are bad; fix them, or "
-            f"pass on_bad_row='skip' to drop and count them:"
-        ]
+        if all_skipped:
+            head = (f"dataset '{dataset}' (split '{split}'{where}): all {n_rows} rows skipped (on_bad_row='skip'), "
+                    "so nothing is left to train on; the first problems:")
+        else:
+            head = (f"dataset '{dataset}' (split '{split}'{where}): {n_bad} of {n_rows} rows are bad; fix them, "
+                    f"or pass on_bad_row='skip' to drop and count them:")
+        lines = [head]
         lines += [f"  {b}" for b in self.bad_rows[: self.MAX_LISTED]]
         if len(self.bad_rows) > self.MAX_LISTED:
             lines.append(f"  ... and {len(self.bad_rows) - self.MAX_LISTED} more problems")

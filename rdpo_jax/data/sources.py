@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .formats import FORMATS
+from .formats import FORMATS, detect_format
+from .local_files import JSON_SUFFIXES, PARQUET_SUFFIXES, DataFileError, read_rows
 from .schema import (
     ON_BAD_ROW,
     BadRow,
@@ -57,28 +58,11 @@ SOURCES: dict[str, SourceSpec] = {
     )
 }
 
-_JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".ndjson")
-_PARQUET_SUFFIXES = (".parquet",)
-
-
-def _file_builder(path: str | os.PathLike) -> str:
-    """``"json"`` or ``"parquet"`` from a file name; ValueError for anything else."""
-    name = str(path).lower()
-    if name.endswith(_JSON_SUFFIXES):
-        return "json"
-    if name.endswith(_PARQUET_SUFFIXES):
-        return "parquet"
-    raise ValueError(
-        f"cannot tell the format of {str(path)!r}: accepted files end with "
-        f"{', '.join(_JSON_SUFFIXES + _PARQUET_SUFFIXES)}"
-    )
-
-
 def _unknown_source(source: str) -> ValueError:
     names = "\n  ".join(f"{s.name} ({s.description})" for s in SOURCES.values())
     return ValueError(
         f"unknown source {source!r}. Accepted names:\n  {names}\nor a path to a local "
-        f"{'/'.join(_JSON_SUFFIXES + _PARQUET_SUFFIXES)} file or a Dataset.save_to_disk directory, "
+        f"{'/'.join(JSON_SUFFIXES + PARQUET_SUFFIXES)} file or a Dataset.save_to_disk directory, "
         f"or any Hub dataset with format= set explicitly (one of {sorted(FORMATS)})."
     )
 
@@ -98,28 +82,30 @@ def _pick_split(obj: Any, dataset: str, split: str) -> Any:
     return obj
 
 
-def _load_local_files(data_files: Any, split: str, dataset: str, load_kwargs: dict[str, Any]) -> Any:
-    """Read json/parquet files; a str or list is the requested split itself, a dict maps split -> files."""
-    import datasets
-
+def _split_files(data_files: Any, split: str, dataset: str) -> list[str]:
+    """The files of ``split``: a str or list is the requested split itself, a dict maps split -> files."""
     if isinstance(data_files, Mapping):
         if split not in data_files:
             raise _unknown_split(dataset, split, list(data_files))
         files = data_files[split]
     else:
         files = data_files
-    file_list = [files] if isinstance(files, str | os.PathLike) else list(files)
+    file_list = [str(files)] if isinstance(files, str | os.PathLike) else [str(f) for f in files]
     if not file_list:
         raise ValueError(f"data_files for {dataset!r} is empty")
-    missing = [str(f) for f in file_list if not Path(f).exists()]
-    if missing:
-        raise FileNotFoundError(f"data files for {dataset!r} not found: {missing}")
-    builders = {_file_builder(f) for f in file_list}
-    if len(builders) > 1:
-        raise ValueError(f"data_files for {dataset!r} mix json and parquet files: {file_list}")
-    return datasets.load_dataset(
-        builders.pop(), data_files=[str(f) for f in file_list], split="train", **load_kwargs
-    )
+    return file_list
+
+
+def _load_local_files(data_files: Any, split: str, dataset: str, load_kwargs: dict[str, Any]) -> list[dict]:
+    """Rows of local json/jsonl(.gz)/parquet files (`read_rows`: errors name the file and line), in order."""
+    other = sorted(k for k in load_kwargs if k != "cache_dir")  # a cache location cannot change what is read
+    if other:
+        raise TypeError(f"keyword(s) {', '.join(other)} go to datasets.load_dataset (Hub sources); local files "
+                        f"for {dataset!r} are read directly and take none")
+    rows: list[dict] = []
+    for f in _split_files(data_files, split, dataset):
+        rows += read_rows(f)
+    return rows
 
 
 def _load_path(path: Path, split: str, load_kwargs: dict[str, Any]) -> Any:
@@ -129,11 +115,32 @@ def _load_path(path: Path, split: str, load_kwargs: dict[str, Any]) -> Any:
     if path.is_dir():
         markers = ("dataset_info.json", "state.json", "dataset_dict.json")
         if not any((path / m).exists() for m in markers):
-            raise ValueError(
-                f"{str(path)!r} is a directory but not a Dataset.save_to_disk directory (none of {markers})"
-            )
-        return _pick_split(datasets.load_from_disk(str(path)), str(path), split)
+            raise DataFileError(path, f"a directory but not a Dataset.save_to_disk directory (none of {markers})")
+        try:
+            saved = datasets.load_from_disk(str(path))
+        except Exception as e:  # noqa: BLE001 - any failure to read the saved set names the directory
+            raise DataFileError(path, f"datasets.load_from_disk cannot read it ({type(e).__name__}: "
+                                      f"{str(e)[:300]}): truncated or incomplete?") from None
+        return _pick_split(saved, str(path), split)
     return _load_local_files(str(path), split, str(path), load_kwargs)
+
+
+def source_identity(source: Any, split: str, data_files: Any = None) -> tuple | None:
+    """What ``load_preferences(source, split=split, data_files=data_files)`` reads, comparable between calls:
+    the real paths of the files (a file or a data_files list is every split at once), a save_to_disk
+    directory and split (when it holds several), or a Hub name and split; None for in-memory sources."""
+    if not isinstance(source, str | os.PathLike):
+        return None
+    key = str(source)
+    if data_files is not None:
+        return ("files", tuple(sorted(os.path.realpath(f) for f in _split_files(data_files, split, key))))
+    path = Path(key)
+    if key not in SOURCES and path.exists():
+        if path.is_dir():
+            whole = not (path / "dataset_dict.json").exists()
+            return ("saved", os.path.realpath(path), None if whole else split)
+        return ("files", (os.path.realpath(path),))
+    return ("hub", key, split)
 
 
 def _load_hub(name: str, split: str, spec: SourceSpec | None, load_kwargs: dict[str, Any]) -> Any:
@@ -203,7 +210,8 @@ def convert_rows(
         columns = sorted({k for r in rows if isinstance(r, Mapping) for k in r})
     mapping = _apply_fields(columns, fields, format, dataset)
 
-    report = DataReport(dataset=dataset, split=split, origin=origin)
+    report = DataReport(dataset=dataset, split=split, origin=origin, format=format, columns=list(columns),
+                        fields=dict(mapping))
     examples: list[PreferenceExample] = []
     same_role: list[int] = []
     for i, raw in enumerate(rows):
@@ -225,11 +233,13 @@ def convert_rows(
         if consecutive_same_role(ex.prompt):
             same_role.append(i)
         examples.append(ex)
+        report.kept_rows.append(i)
     report.n_kept = len(examples)
     if same_role:
         report.flags["consecutive_same_role"] = same_role
-    if report.bad_rows and on_bad_row == "error":
-        raise DataValidationError(dataset, split, report.n_rows, report.bad_rows, origin)
+    if report.bad_rows and (on_bad_row == "error" or not examples):
+        raise DataValidationError(dataset, split, report.n_rows, report.bad_rows, origin,
+                                  all_skipped=on_bad_row == "skip")
     return examples, report
 
 
@@ -254,7 +264,8 @@ def load_preferences(
       data_files: local json/jsonl(.gz)/parquet file(s) in the named source's format (no download).
       on_bad_row: ``"error"`` (raise :class:`DataValidationError` naming every bad row) or ``"skip"``.
       fields: canonical field -> column, e.g. ``{"prompt": "question", "rationale": "why"}``.
-      format: row format (one of ``FORMATS``); defaults to the named source's, else ``"preference"``.
+      format: row format (one of ``FORMATS``); defaults to the named source's, else detected from the
+        columns and the first row (:func:`~rdpo_jax.data.formats.detect_format`; the report says which).
       name: dataset name used in reports and errors (defaults to the source name or path).
       **load_kwargs: passed to ``datasets.load_dataset`` (``cache_dir``, ``data_dir``, ``revision``, ...).
 
@@ -265,10 +276,10 @@ def load_preferences(
 
     if format is not None and format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; accepted: {sorted(FORMATS)}")
+    fmt = format
     if isinstance(source, datasets.Dataset | datasets.DatasetDict | list | tuple):
         dataset = name or "<in-memory>"
         rows = _pick_split(source, dataset, split)
-        fmt = format or "preference"
     elif isinstance(source, str | os.PathLike):
         key = str(source)
         spec = SOURCES.get(key)
@@ -280,19 +291,19 @@ def load_preferences(
             else:
                 rows = _load_hub(key, split, spec, load_kwargs)
         elif data_files is not None:
-            fmt = format or "preference"
             rows = _load_local_files(data_files, split, dataset, load_kwargs)
         elif Path(key).exists():
-            fmt = format or "preference"
             rows = _load_path(Path(key), split, load_kwargs)
         elif format is not None and not Path(key).suffix and key.count("/") == 1:
-            fmt = format
             rows = _load_hub(key, split, None, load_kwargs)
         else:
             raise _unknown_source(key)
     else:
         raise TypeError(f"source must be a name, a path, a datasets.Dataset or a list of dicts; got "
                         f"{type(source).__name__}")
+    if fmt is None:
+        sample = [rows[i] for i in range(min(100, len(rows)))]
+        fmt = detect_format(sample, fields)
     origin = _describe_files(data_files, split) if data_files is not None else ""
     return convert_rows(rows, format=fmt, dataset=dataset, split=split, fields=fields, on_bad_row=on_bad_row,
                         origin=origin)
