@@ -33,20 +33,17 @@ def _cmd_train(argv: Sequence[str]) -> int:
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # no file, only overrides
         config, overrides = None, [config, *overrides]
-    from rdpo_jax.config_loader import ConfigError, load_config
+    from rdpo_jax.config_loader import load_config
 
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as e:
-        print(f"rdpo-jax train: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(config, overrides)
     from rdpo_jax.train.distributed import initialize_distributed
 
     initialize_distributed(cfg.distributed)
     from rdpo_jax.train.trainer import train
 
     result = train(cfg)
-    print(f"done: {result.steps} steps; outputs in {result.output_dir}")
+    skipped = f" ({len(result.skipped_steps)} skipped: {result.skipped_steps})" if result.skipped_steps else ""
+    print(f"done: {result.steps} steps{skipped}; outputs in {result.output_dir}")
     return 0
 
 
@@ -101,4 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"rdpo-jax: unknown command {name!r}; accepted: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return COMMANDS[name](rest)
+    from rdpo_jax.errors import ConfigError, RdpoError
+
+    try:
+        return COMMANDS[name](rest)
+    except RdpoError as e:  # a message that says what to change: no traceback
+        print(f"rdpo-jax {name}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1

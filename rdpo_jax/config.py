@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from rdpo_jax.data.formats import FORMATS
 from rdpo_jax.sharding import MeshConfig
 from rdpo_jax.train.optim import OptimConfig
 
@@ -25,6 +26,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.rationale_wording": ("general", "detailed"),
     "data.layout": ("three_row", "packed"),
     "data.on_bad_row": ("error", "skip"),
+    "data.format": tuple(FORMATS),
+    "data.missing_rationale": ("error", "mask"),
     "data.synthetic.task": ("colour", "parity"),
     "data.synthetic.wording": ("content", "leaky"),
     "data.synthetic.rationale_follows": ("label", "truth"),
@@ -80,9 +83,14 @@ class DataConfig:
     source: str = "synthetic"
     split: str = "train"
     eval_split: str | None = "test"
+    eval_source: str | None = None  # held-out pairs from another file / source (same format and fields)
+    eval_fraction: float | None = None  # or: hold out this fraction of the training pairs (seeded by eval_seed)
+    eval_seed: int = 0
     data_files: dict[str, str] | None = None
     fields: dict[str, str] | None = None
+    format: str | None = None  # row format; null: the named source's own, else detected from the columns
     on_bad_row: str = "error"
+    missing_rationale: str = "error"  # pairs without a rationale under a rationale term: error, or mask them
     n_examples: int | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
     tokenizer: str | None = None
@@ -113,6 +121,7 @@ class TrainConfig:
     eval_every: int = 50
     eval_batches: int | None = None
     nan_policy: str = "error"
+    max_skipped_steps: int = 10  # nan_policy=skip: stop after this many consecutive skipped steps
     block_size: int = 2048
     seed: int = 0
 

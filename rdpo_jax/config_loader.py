@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import math
 import os
 import types
 import typing
@@ -27,13 +26,47 @@ from typing import Any
 import yaml
 
 from rdpo_jax.config import CHOICES, RunConfig
+from rdpo_jax.config_rules import check_rules
+from rdpo_jax.errors import ConfigError
 
 __all__ = ["ConfigError", "cmd_config", "config_to_dict", "dump_config", "load_config", "parse_override",
            "validate_config"]
 
 
-class ConfigError(ValueError):
-    """A config that cannot run: the message names the file/override, the dotted key and what is accepted."""
+# ----------------------------------------------------------------------------------------------
+# YAML with unique keys
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(key)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, str | int | float | bool) and key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+                seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_load(text: Any, where: str) -> Any:
+    """``yaml.safe_load`` refusing duplicate keys; errors name ``where`` (a file or an override)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise ConfigError(f"{where} line {e.line}: duplicate key {e.key!r} (first at line {e.first_line}); "
+                          "each key may appear once per mapping") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +255,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.loss=dpo)")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = _yaml_load(value, f"override {text!r}") if value.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({e})") from None
     return key.strip(), parsed
@@ -270,7 +303,7 @@ def _apply_override(tree: dict, text: str) -> None:
 def _read_yaml(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = _yaml_load(f, path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist") from None
     except yaml.YAMLError as e:
@@ -379,6 +412,8 @@ def _range_rules(cfg: RunConfig) -> list[tuple[str, Any, bool, str]]:
          f"a positive integer below data.max_length={d.max_length}"),
         ("data.max_rationale_length", d.max_rationale_length, opt_positive(d.max_rationale_length), opt_pos),
         ("data.n_examples", d.n_examples, opt_positive(d.n_examples), opt_pos),
+        ("data.eval_fraction", d.eval_fraction, d.eval_fraction is None or 0.0 < d.eval_fraction < 1.0,
+         "a number in (0, 1) or null"),
         ("data.pairs_per_row", d.pairs_per_row, positive(d.pairs_per_row), pos),
         ("data.min_bucket", d.min_bucket, positive(d.min_bucket) and d.min_bucket <= d.max_length,
          f"a positive integer at most data.max_length={d.max_length}"),
@@ -398,6 +433,7 @@ def _range_rules(cfg: RunConfig) -> list[tuple[str, Any, bool, str]]:
         ("train.eval_every", t.eval_every, t.eval_every >= 0, "an integer >= 0 (0: no evaluation during training)"),
         ("train.eval_batches", t.eval_batches, opt_positive(t.eval_batches), opt_pos),
         ("train.block_size", t.block_size, positive(t.block_size), pos),
+        ("train.max_skipped_steps", t.max_skipped_steps, positive(t.max_skipped_steps), pos),
         ("optim.total_steps", o.total_steps, opt_positive(o.total_steps), opt_pos),
         ("optim.final_lr_ratio", o.final_lr_ratio, unit(o.final_lr_ratio), "a number in [0, 1]"),
         ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "a number >= 0"),
@@ -424,8 +460,9 @@ def _range_rules(cfg: RunConfig) -> list[tuple[str, Any, bool, str]]:
 
 
 def validate_config(cfg: RunConfig) -> RunConfig:
-    """Checks choices, ranges and the loss keywords of a built config; returns it with ``loss_kwargs``
-    coerced to the loss's keyword types. Raises `ConfigError` naming the dotted key."""
+    """Checks choices, ranges, the loss keywords and the rules across keys (`rdpo_jax.config_rules`) of a
+    built config; returns it with ``loss_kwargs`` coerced to the loss's keyword types. Raises `ConfigError`
+    naming the dotted key."""
     for dotted in CHOICES:
         obj: Any = cfg
         for part in dotted.split("."):
@@ -434,11 +471,10 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     for dotted, value, ok, accepted in _range_rules(cfg):
         if not ok:
             raise ConfigError(f"{dotted}={value!r} is out of range; accepted: {accepted}")
-    for key in ("lr", "eps", "weight_decay", "b1", "b2", "final_lr_ratio"):
-        if not math.isfinite(getattr(cfg.optim, key)):
-            raise ConfigError(f"optim.{key}={getattr(cfg.optim, key)} must be finite")
     kwargs = _loss_kwargs(cfg)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss_kwargs=kwargs))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss_kwargs=kwargs))
+    check_rules(cfg)
+    return cfg
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> RunConfig:

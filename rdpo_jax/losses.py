@@ -142,9 +142,11 @@ def _check_choice(loss: str, key: str, value: Any, accepted: tuple[str, ...]) ->
 
 def _check_range(loss: str, key: str, value: Any, lo: float, hi: float, *, lo_open=False,
                  hi_open=False) -> None:
-    """Checks a hyperparameter's range when it is a Python number (traced values are not checked)."""
+    """Checks a hyperparameter's range, finite, when it is a Python number (traced values are not checked)."""
     if not isinstance(value, int | float):
         return
+    if not math.isfinite(value):
+        raise ValueError(f"loss {loss!r}: {key}={value} is not a finite number")
     ok_lo = value > lo if lo_open else value >= lo
     ok_hi = value < hi if hi_open else value <= hi
     if not (ok_lo and ok_hi):

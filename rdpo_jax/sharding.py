@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rdpo_jax.errors import RdpoError
 from rdpo_jax.models.partitioning import DEFAULT_RULES, named_shardings
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -28,7 +29,7 @@ __all__ = ["BATCH_AXES", "DEFAULT_RULES", "MESH_AXES", "MeshConfig", "ShardingEr
            "make_mesh", "param_shardings", "replicated", "resolve_mesh_shape", "validate_layout"]
 
 
-class ShardingError(ValueError):
+class ShardingError(RdpoError, ValueError):
     """A mesh or batch layout that cannot work (raised before compilation; the message names the value)."""
 
 

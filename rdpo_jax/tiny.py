@@ -7,7 +7,6 @@ RDPO and DPO from it; held-out rewards/accuracies and the oracle's win rate of e
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from rdpo_jax.config import (
     SyntheticConfig,
     TrainConfig,
 )
+from rdpo_jax.files import write_json
 
 
 def tiny_configs(root: str | Path, *, fast: bool = False) -> dict[str, RunConfig]:
@@ -80,7 +80,7 @@ def run_tiny(root: str | Path = "runs/tiny", *, fast: bool = False, n_judge: int
                        "losses": wr.losses, "steps": results[name].steps}
     table["sft"] = {"eval/nll_loss": results["sft"].final_eval.get("nll_loss"), "steps": results["sft"].steps}
     plot_runs({name: r.output_dir / "metrics.jsonl" for name, r in results.items()}, root / "curves.png")
-    (root / "summary.json").write_text(json.dumps(table, indent=2))
+    write_json(root / "summary.json", table)
     print(format_table(table))
     return table
 

@@ -53,3 +53,15 @@ def test_analyze_report_matches_library(tiny, tmp_path):
     assert rep["E2"]["nats"] <= np.log(2) + 1e-9
     assert set(rep["by_kind"]["E2"]) <= {"informative", "misleading", "vacuous"}
     assert rep["E3_curve"]["rdpo"]["n_train"] == [8]
+
+
+def test_analyze_reports_the_rows_it_dropped(tiny, tmp_path, capsys):
+    examples, _, _ = synthetic_set("colour", n=24, seed=3)
+    rows = [ex.to_dict() for ex in examples] + [{"prompt": "p", "chosen": "same", "rejected": "same"}]
+    path = tmp_path / "held_out.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["analyze", str(tiny["rdpo"]), "--data", str(path), "--n", "24", "--n-boot", "100",
+                 "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert f"{path} [test]: 25 rows read, 24 kept, 1 skipped" in printed
+    assert "identical: rows [24]" in printed

@@ -102,8 +102,11 @@ def test_gradient_accumulation_equals_one_batch(setup):
     np.testing.assert_allclose(float(loss4), float(loss1), rtol=1e-6)
     assert _max_rel(grads4, grads1) < 1e-5
     for k in m1:
-        np.testing.assert_allclose(float(m4[k]), float(m1[k]), rtol=1e-5, atol=1e-7)
+        if k != "pair_finite":  # per-pair flags [M, P]: their shape follows the micro-batching
+            np.testing.assert_allclose(float(m4[k]), float(m1[k]), rtol=1e-5, atol=1e-7)
     assert float(m1["count"]) == 8.0  # padded pairs excluded
+    assert m1["pair_finite"].shape == (1, 12) and m4["pair_finite"].shape == (4, 3)
+    assert bool(np.all(m1["pair_finite"])) and bool(np.all(m4["pair_finite"]))
 
 
 def test_cached_reference_equals_live_reference(setup, tmp_path):
@@ -211,3 +214,22 @@ def test_bf16_compute_with_fp32_master_params(setup):
     l16, grads16, _ = jax.jit(make_loss_and_grads(g16, obj))(p16, setup["batch"])
     np.testing.assert_allclose(float(l16), float(l32), rtol=2e-2)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(grads16))
+
+
+def test_skip_also_covers_an_update_that_overflows(setup):
+    """Loss and gradient finite, updated params not (SGD at lr 1e308 = inf in float32): skip keeps the state."""
+    obj = PreferenceObjective("simpo")
+    tx = make_optimizer(OptimConfig(name="sgd", lr=1e308, schedule="constant", warmup_steps=0, clip_norm=None))
+    before = jax.tree.map(np.asarray, setup["params"])
+    for policy in ("skip", "error"):
+        new, metrics = jax.jit(make_train_step(setup["graphdef"], obj, tx, nan_policy=policy))(
+            init_train_state(setup["params"], tx), setup["batch"], None)
+        assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+        assert float(metrics["finite"]) == 0.0
+        finite = all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(new.params))
+        if policy == "skip":
+            assert finite and int(new.step) == 0
+            for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(new.params), strict=True):
+                np.testing.assert_array_equal(a, np.asarray(b))
+        else:
+            assert not finite and int(new.step) == 1  # the trainer stops on it and never checkpoints it

@@ -70,7 +70,7 @@ def test_nan_policy_never_checkpoints_a_nan(tmp_path, policy):
                                      "checkpoint.every=1", "train.max_steps=4", f"train.nan_policy={policy}",
                                      "checkpoint.export_hf=false"])
     if policy == "error":
-        with pytest.raises(NonFiniteLoss, match="non-finite loss or gradient at step 2"):
+        with pytest.raises(NonFiniteLoss, match="non-finite loss, gradient or update at step 2"):
             train(cfg)
     else:
         result = train(cfg)
@@ -110,6 +110,9 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted(tmp_path):
     straight, resumed = _losses(tmp_path / "straight" / "metrics.jsonl"), _losses(tmp_path / "killed" / "metrics.jsonl")
     assert sorted(resumed) == list(range(1, 9))
     np.testing.assert_array_equal([resumed[s] for s in range(5, 9)], [straight[s] for s in range(5, 9)])
+    # each step once
+    steps = [r["step"] for r in read_metrics(tmp_path / "killed" / "metrics.jsonl") if r["split"] == "train"]
+    assert steps == list(range(1, 9))
 
 
 def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path):
@@ -124,6 +127,9 @@ def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path):
     assert "step 4" in proc.stderr and "Warning" in proc.stderr
     straight, resumed = _losses(tmp_path / "straight" / "metrics.jsonl"), _losses(tmp_path / "run" / "metrics.jsonl")
     np.testing.assert_array_equal([resumed[s] for s in range(3, 7)], [straight[s] for s in range(3, 7)])
+    # resumed from step 2: the killed run's records of steps 3 and 4 were dropped, not duplicated
+    steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train"]
+    assert steps == list(range(1, 7))
 
 
 def test_two_processes_match_one_process(tmp_path):

@@ -14,13 +14,11 @@ same as a library call.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from rdpo_jax.files import write_json
 
 __all__ = ["analyze", "main", "synthetic_set", "tiny_models"]
 
@@ -108,21 +106,8 @@ def analyze(checkpoint: str | Path, *, examples=None, kinds: Sequence[str] | Non
         out.mkdir(parents=True, exist_ok=True)
         if plots:
             report["plots"] = [str(p) for p in plot_report(report, out)]
-        (out / "report.json").write_text(json.dumps(_finite(report), indent=1))
+        write_json(out / "report.json", report, indent=1)
     return report
-
-
-def _finite(x):
-    """JSON-safe copy: non-finite floats become None."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    if isinstance(x, float | np.floating):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -180,7 +165,8 @@ def main(argv: Sequence[str]) -> int:
     else:
         from rdpo_jax.data import load_preferences
 
-        examples, _ = load_preferences(args.data, split=args.split, on_bad_row="skip")
+        examples, data_report = load_preferences(args.data, split=args.split, on_bad_row="skip")
+        print(data_report)  # rows read, kept, and every dropped row with its reason
         examples, kinds, shannon = examples[:args.n], None, None
     report = analyze(args.checkpoint, examples=examples, kinds=kinds, shannon=shannon, compare=args.compare,
                      reference=args.reference, labels=tuple(args.labels),
@@ -194,7 +180,8 @@ def main(argv: Sequence[str]) -> int:
 
 def tiny_models(root: str | Path, *, sft_steps: int = 60, pref_steps: int = 16) -> dict[str, Path]:
     """Short SFT -> RDPO and DPO runs of the built-in tiny preset (:func:`rdpo_jax.tiny.tiny_configs`, fast
-    settings, step-capped) unless ``<root>/{sft,rdpo,dpo}/final/hf`` exist; returns those directories."""
+    settings, ``sft_steps`` / ``pref_steps`` steps, with as many epochs as they need) unless
+    ``<root>/{sft,rdpo,dpo}/final/hf`` exist; returns those directories."""
     import dataclasses
 
     from rdpo_jax.tiny import tiny_configs
@@ -206,7 +193,9 @@ def tiny_models(root: str | Path, *, sft_steps: int = 60, pref_steps: int = 16) 
         return dirs
     for name, cfg in tiny_configs(root, fast=True).items():
         steps = sft_steps if name == "sft" else pref_steps
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps),
+        per_epoch = cfg.data.synthetic.n_train // cfg.train.global_batch_size
+        epochs = max(cfg.train.epochs, -(-steps // per_epoch))  # enough passes for `steps`
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, epochs=epochs),
                                   logging=dataclasses.replace(cfg.logging, tensorboard=False, plot=False))
         train(cfg)
     return dirs

@@ -150,16 +150,18 @@ def three_row_batch(rows: Sequence[TokenizedExample], *, buckets: Buckets, globa
 
 def packed_batch(rows: Sequence[TokenizedExample], *, buckets: Buckets, global_batch_size: int, pad_id: int,
                  with_rationale: bool = False, pairs_per_row: int = 1,
-                 row_buckets: Buckets | None = None) -> dict[str, np.ndarray]:
+                 row_buckets: Buckets | None = None, row_multiple: int = 1) -> dict[str, np.ndarray]:
     """The packed layout (spec section 3) of ``rows``; pairs that fail the prefix check or do not fit the
-    largest bucket get one row per sequence. N is the smallest of ``row_buckets`` (default powers of two up
-    to ``global_batch_size * roles``) that holds the rows."""
+    largest bucket get one row per sequence. N is the smallest of ``row_buckets`` (default ``row_multiple``
+    times the powers of two, up to ``global_batch_size * roles`` rounded up to a multiple of ``row_multiple``)
+    that holds the rows."""
     _check_size(rows, global_batch_size)
     packed, fallback = pack_rows(rows, with_rationale=with_rationale, max_length=buckets.lengths[-1],
                                  pairs_per_row=pairs_per_row)
     all_rows = packed + _sequence_rows([rows[i] for i in fallback], fallback, with_rationale)
     roles = 3 if with_rationale else 2
-    row_buckets = row_buckets or Buckets(powers_of_two(1, global_batch_size * roles))
+    most = -(-global_batch_size * roles // row_multiple)
+    row_buckets = row_buckets or Buckets(tuple(row_multiple * n for n in powers_of_two(1, most)))
     t = buckets.fit(max([len(r) for r in all_rows] + [1]))
     out = _pad_rows(all_rows, t=t, n_rows=row_buckets.fit(max(len(all_rows), 1)), n_slots=3 * pairs_per_row,
                     pad_id=pad_id, with_attn_mask=True)
@@ -181,6 +183,7 @@ class BatchPlan:
     layout: str = "three_row"
     with_rationale: bool = False
     pairs_per_row: int = 1
+    row_multiple: int = 1  # packed layout: row counts are multiples of it (they split over the devices)
 
     def __call__(self, rows: Sequence[TokenizedExample]) -> dict[str, np.ndarray]:
         return make_batch(rows, self)
@@ -193,7 +196,7 @@ def make_batch(rows: Sequence[TokenizedExample], plan: BatchPlan) -> dict[str, n
     if plan.layout == "three_row":
         return three_row_batch(rows, **kw)
     if plan.layout == "packed":
-        return packed_batch(rows, pairs_per_row=plan.pairs_per_row, **kw)
+        return packed_batch(rows, pairs_per_row=plan.pairs_per_row, row_multiple=plan.row_multiple, **kw)
     raise ValueError(f"layout must be 'three_row' or 'packed', got {plan.layout!r}")
 
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rdpo_jax.errors import OutputDirError, RdpoError
+from rdpo_jax.files import write_text
+from rdpo_jax.train.distributed import broadcast_text
 from rdpo_jax.train.step import TrainState
 
 MANIFEST = "rdpo_manifest.json"
@@ -49,7 +53,7 @@ __all__ = ["MANIFEST", "CheckpointError", "Checkpointer", "abstract_state", "key
            "nonfinite_leaves", "verify_manifest", "write_manifest"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RdpoError, RuntimeError):
     """No checkpoint could be restored although some exist (the message lists each step and why)."""
 
 
@@ -175,9 +179,7 @@ def write_manifest(step_dir: str | os.PathLike, hash_files: bool = True) -> dict
                 entry["sha256"] = _digest(p)
             files[p.relative_to(step_dir).as_posix()] = entry
     manifest = {"version": MANIFEST_VERSION, "files": files}
-    tmp = step_dir / f"{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, step_dir / MANIFEST)
+    write_text(step_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, allow_nan=False))
     return manifest
 
 
@@ -211,19 +213,6 @@ def _all_agree(ok: bool) -> bool:
         return ok
     from jax.experimental import multihost_utils
     return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
-
-
-def _from_process0(value: str | None) -> str | None:
-    """Process 0's verdict (None or a reason string) on every process."""
-    if jax.process_count() == 1:
-        return value
-    from jax.experimental import multihost_utils
-    buf = np.zeros(1024, np.uint8)
-    if jax.process_index() == 0 and value is not None:
-        raw = value.encode()[:1023] or b"?"
-        buf[: len(raw)] = np.frombuffer(raw, np.uint8)
-    out = np.asarray(multihost_utils.broadcast_one_to_all(buf))
-    return bytes(out[out > 0].astype(np.uint8)).decode(errors="replace") or None
 
 
 # -------------------------------------------------------------------------------------------- checkpointer
@@ -293,15 +282,48 @@ class Checkpointer:
             warnings.warn(f"checkpoint step {step} was found bad on restore; replacing it", stacklevel=2)
             self._manager.delete(step)
         self._bad_steps.discard(step)
+        self._check_space(step, state)
         args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(_to_nested(state)),
                                      EXTRAS_ITEM: ocp.args.JsonSave(extras)})
-        self._manager.save(step, args=args, force=True)
+        try:
+            self._manager.save(step, args=args, force=True)
+        except Exception as e:
+            raise self._storage_error(e, step) from e
         self._pending.append(step)
         if self.async_save:
             self._start_watcher(step)
         else:
             self._flush()
         return True
+
+    def _check_space(self, step: int, state: TrainState) -> None:
+        """Refuses to start a save that cannot fit: the state's bytes (plus 5% and 1 MiB of metadata) against
+        the free space of the checkpoint directory (process 0 decides for all)."""
+        need = int(sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state)) * 1.05) + (1 << 20)
+        reason = None
+        if jax.process_index() == 0:
+            free = shutil.disk_usage(self.directory).free
+            if free < need:
+                reason = (f"cannot write checkpoint step {step} to {self.directory}: it needs about "
+                          f"{need / 2**20:.1f} MiB and the device has {free / 2**20:.1f} MiB free")
+        reason = broadcast_text(reason)
+        if reason is not None:
+            raise OutputDirError(f"{reason}; the checkpoints already written ({self._manager.all_steps()}) are "
+                                 "intact. Free some space, lower checkpoint.keep, or use another output_dir")
+
+    def _storage_error(self, e: BaseException, step: int | None) -> BaseException:
+        """An orbax/tensorstore write error as an `OutputDirError` naming the directory when the storage is
+        full or read-only (tensorstore reports ENOSPC as RESOURCE_EXHAUSTED); other errors unchanged."""
+        text = str(e)
+        causes = {"No space left": "no space left on the device", "RESOURCE_EXHAUSTED": "no space left on the device",
+                  "Read-only file system": "the file system is read-only", "os_error_code='30'": "the file system "
+                  "is read-only", "Permission denied": "permission denied"}
+        cause = next((c for k, c in causes.items() if k in text), None)
+        if cause is None:
+            return e
+        which = f"checkpoint step {step}" if step is not None else "a checkpoint"
+        return OutputDirError(f"cannot write {which} to {self.directory}: {cause}; the checkpoints already written "
+                              f"are intact (an unfinished save is never committed)")
 
     def _start_watcher(self, step: int) -> None:
         """Process 0: a thread that writes the manifest as soon as orbax reports the save committed."""
@@ -331,9 +353,10 @@ class Checkpointer:
         """Waits for the running save to commit, then makes sure the pending steps have their manifests."""
         try:
             self._manager.wait_until_finished()  # re-raises an error of the background write
-        except BaseException:
+        except BaseException as e:
+            failed = self._pending[-1] if self._pending else None
             self._pending = []  # a failed save is never committed, so it gets no manifest
-            raise
+            raise self._storage_error(e, failed) from e
         finally:
             if self._watcher is not None:
                 thread, stop = self._watcher
@@ -372,7 +395,7 @@ class Checkpointer:
         """None when the step's manifest verifies (process 0 checks, all processes get the verdict); else
         the reason."""
         reason = verify_manifest(self.step_dir(step)) if jax.process_index() == 0 else None
-        return _from_process0(reason)
+        return broadcast_text(reason)
 
     def latest_good_step(self) -> int | None:
         """The newest step whose files match its manifest (without reading the arrays), or None."""
@@ -381,7 +404,16 @@ class Checkpointer:
                 return step
         return None
 
-    def restore(self, target, *, step: int | None = None) -> tuple[int, Any, dict] | None:
+    def clear(self) -> list[int]:
+        """Deletes every checkpoint in the directory (a run that starts afresh); returns the deleted steps."""
+        steps = self.all_steps()
+        for s in steps:
+            self._manager.delete(s)
+        self._bad_steps.clear()
+        return steps
+
+    def restore(self, target, *, step: int | None = None,
+                accept: Callable[[int, dict], None] | None = None) -> tuple[int, Any, dict] | None:
         """Restores the newest good checkpoint onto the placement of ``target``.
 
         Args:
@@ -389,6 +421,9 @@ class Checkpointer:
             shardings (see :func:`abstract_state`) or of concrete arrays (their shapes, dtypes, shardings are
             used; they are not modified). The shardings may be on a different mesh than the one that saved.
           step: restore exactly this step (raise CheckpointError if it is bad) instead of the newest good one.
+          accept: called as ``accept(step, extras)`` on the chosen step's extras before its arrays are read;
+            whatever it raises propagates (no fallback): e.g. the run's config check, which must see the
+            stored config before a restore onto another model's shapes can fail.
 
         Returns ``(step, state, extras)``; None when the directory holds no checkpoint at all. Steps that fail
         (manifest missing or not matching, orbax error) are skipped with a warning naming the step and the
@@ -408,6 +443,14 @@ class Checkpointer:
         for s in reversed(steps):
             reason = self.check_step(s)
             result = None
+            if reason is None and accept is not None:
+                try:
+                    extras = self._manager.restore(s, args=ocp.args.Composite(
+                        **{EXTRAS_ITEM: ocp.args.JsonRestore()}))[EXTRAS_ITEM]
+                except Exception as e:  # noqa: BLE001 - unreadable extras: try the previous step
+                    reason = f"restore failed: {type(e).__name__}: {str(e)[:500]}"
+                else:
+                    accept(s, dict(extras or {}))
             if reason is None:
                 try:
                     restored = self._manager.restore(s, args=ocp.args.Composite(**{

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 
 from rdpo_jax.config import DistributedConfig
 
@@ -37,3 +38,21 @@ def initialize_distributed(cfg: DistributedConfig) -> bool:
     else:
         jax.distributed.initialize()
     return True
+
+
+def broadcast_text(value: str | None, max_bytes: int = 4096) -> str | None:
+    """Process 0's ``value`` (a string, at most ``max_bytes`` UTF-8 bytes kept, or None) on every process; a
+    no-op with one process. Every process must call it (a collective)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    buf = np.zeros(max_bytes + 1, np.uint8)  # byte 0: 1 when a value is present
+    if jax.process_index() == 0 and value is not None:
+        raw = value.encode()[:max_bytes]
+        buf[0] = 1
+        buf[1:1 + len(raw)] = np.frombuffer(raw, np.uint8)
+    out = np.asarray(multihost_utils.broadcast_one_to_all(buf))
+    if not out[0]:
+        return None
+    return bytes(out[1:][out[1:] > 0].astype(np.uint8)).decode(errors="replace")

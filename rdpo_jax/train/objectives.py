@@ -30,7 +30,15 @@ import jax
 import jax.numpy as jnp
 
 from rdpo_jax.logprobs import DEFAULT_BLOCK_SIZE, segment_logps, token_logps_from_hidden
-from rdpo_jax.losses import LOSSES, RATIONALE_LOSSES, REFERENCE_FREE, SequenceLogps, masked_pair_sums
+from rdpo_jax.losses import (
+    LOSSES,
+    REFERENCE_FREE,
+    SequenceLogps,
+    has_rationale_term,
+    mask_pairs,
+    masked_pair_sums,
+    pair_finite,
+)
 
 ROLE_CHOSEN, ROLE_REJECTED, ROLE_RATIONALE = 0, 1, 2
 ROW_KEYS = ("input_ids", "positions", "attention_mask", "targets", "loss_mask")
@@ -81,7 +89,7 @@ class PreferenceObjective:
 
     @property
     def needs_rationale(self) -> bool:
-        return self.loss in RATIONALE_LOSSES
+        return has_rationale_term(self.loss, dict(self.hparams))
 
     def count(self, batch: dict[str, jax.Array]) -> jax.Array:
         """Number of real pairs in a (possibly multi-micro-batch) batch."""
@@ -111,12 +119,15 @@ class PreferenceObjective:
             ref_chosen=ref_w, ref_rejected=ref_l, rationale=rat, rationale_tokens=rat_n,
             rationale_mask=rows.get("rationale_mask") if self.needs_rationale else None)
 
-    def __call__(self, model, ref_model, rows: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(sum of per-pair losses over real pairs, metric sums) for one micro-batch."""
-        logps = self.sequence_logps(model, ref_model, rows)
+    def __call__(self, model, ref_model, rows: dict[str, jax.Array]
+                 ) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
+        """(sum of per-pair losses over real pairs, metric sums, per-pair finite flags [P]) for one
+        micro-batch. Padded pairs are selected out of the loss's inputs and of its output (`mask_pairs`,
+        `masked_pair_sums`), so nothing they hold reaches the loss or the gradient."""
+        logps = mask_pairs(self.sequence_logps(model, ref_model, rows), rows["pair_mask"])
         per_pair, metrics = LOSSES[self.loss](logps, **dict(self.hparams))
         loss_sum, metric_sums, _ = masked_pair_sums(per_pair, metrics, rows["pair_mask"])
-        return loss_sum, metric_sums
+        return loss_sum, metric_sums, pair_finite(per_pair, rows["pair_mask"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +141,10 @@ class SFTObjective:
     def count(self, batch: dict[str, jax.Array]) -> jax.Array:
         return batch["loss_mask"].astype(jnp.float32).sum()
 
-    def __call__(self, model, ref_model, rows: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def __call__(self, model, ref_model, rows: dict[str, jax.Array]
+                 ) -> tuple[jax.Array, dict[str, jax.Array], None]:
+        """(NLL sum over scored targets, metric sums, None: SFT has no pairs to flag)."""
         lp = row_token_logps(model, rows, self.block_size)
         mask = rows["loss_mask"].astype(bool)
         nll = jnp.where(mask, -lp, 0.0).sum()
-        return nll, {"nll_loss": nll}
+        return nll, {"nll_loss": nll}, None

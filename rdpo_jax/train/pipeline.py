@@ -24,6 +24,7 @@ from rdpo_jax.data import (
     Buckets,
     DataReport,
     PreferenceExample,
+    RowStats,
     SyntheticTask,
     TokenizedExample,
     TruncationConfig,
@@ -35,12 +36,21 @@ from rdpo_jax.data import (
     tokenize_examples,
 )
 from rdpo_jax.train.batches import PAIR_KEYS, ROW_PAD, pad_to, stack_micro_batches, step_inputs
+from rdpo_jax.train.data_checks import check_rationales
+from rdpo_jax.train.held_out import eval_source, overlap, split_fraction, synthetic_held_out
+from rdpo_jax.train.preflight import SYNTHETIC, tokenizer_spec
 from rdpo_jax.train.step import batch_shardings
 
 
 @dataclasses.dataclass
 class PreparedData:
-    """Tokenised train / eval rows of a run, and where they came from."""
+    """Tokenised train / eval rows of a run, where they came from, and what the checks found.
+
+    ``train_source_rows[i]``: the source row of training example i (for messages that name a pair);
+    ``stats``: tokenisation counts per split (truncation, packing); ``rationales``: pairs with a rationale per
+    split (`check_rationales`); ``eval_overlap``: held-out pairs that also occur in training; ``notes``: lines
+    the trainer prints and saves (how the held-out set was chosen, warnings).
+    """
 
     tokenizer: Any
     train_examples: list[PreferenceExample]
@@ -49,67 +59,130 @@ class PreparedData:
     eval_rows: list[TokenizedExample]
     reports: dict[str, DataReport]
     task: SyntheticTask | None = None
+    train_source_rows: list[int] = dataclasses.field(default_factory=list)
+    stats: dict[str, RowStats] = dataclasses.field(default_factory=dict)
+    rationales: dict[str, Any] = dataclasses.field(default_factory=dict)
+    eval_overlap: int = 0
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        """The data report (``data_report.json``): load and tokenisation reports, truncation counts,
+        rationale counts, held-out overlap and notes."""
+        return {"reports": {k: r.to_dict() for k, r in self.reports.items()},
+                "tokenisation": {k: v.to_dict() for k, v in self.stats.items()},
+                "rationales": self.rationales, "eval_overlap": self.eval_overlap, "notes": list(self.notes)}
+
+    def summary_lines(self) -> list[str]:
+        """The data report as console lines: rows read / kept / skipped by reason, truncation counts."""
+        lines = [str(r) for k, r in self.reports.items() if not k.endswith("_rows")]
+        for split, st in self.stats.items():
+            cut = {k: getattr(st, k) for k in ("prompt_truncated", "chosen_truncated", "rejected_truncated",
+                                               "rationale_truncated") if getattr(st, k)}
+            rows = self.reports.get(f"{split}_rows")
+            skipped = f", {rows.n_skipped} dropped ({', '.join(f'{k}: {v}' for k, v in rows.counts.items())})" \
+                if rows is not None and rows.n_skipped else ""
+            lines.append(f"{split} rows: {st.n_examples} pairs tokenised{skipped}; truncated: "
+                         + (", ".join(f"{k.removesuffix('_truncated')} {v}" for k, v in cut.items()) or "none"))
+        return lines + list(self.notes)
 
 
 def build_tokenizer(cfg: RunConfig) -> Any:
-    """The run's tokenizer: data.tokenizer ("synthetic", "llama3", "mistral-v1", "mistral-v3", a directory),
-    else the model's own directory, else the synthetic one for the tiny model."""
-    name = cfg.data.tokenizer
-    if name is None:
-        name = "synthetic" if cfg.model.source == "tiny" else cfg.model.source
-    return synthetic_tokenizer() if name == "synthetic" else load_tokenizer(name)
+    """The run's tokenizer (`rdpo_jax.train.preflight.tokenizer_spec`): data.tokenizer, else the model's own
+    directory, else the synthetic one for the tiny model."""
+    name, _ = tokenizer_spec(cfg)
+    return synthetic_tokenizer() if name == SYNTHETIC else load_tokenizer(name)
 
 
-def _synthetic_task(cfg: RunConfig) -> SyntheticTask:
+def synthetic_task(cfg: RunConfig) -> SyntheticTask:
     s = cfg.data.synthetic
     return SyntheticTask(task=s.task, u=s.u, eps=s.eps, eta=s.eta, wording=s.wording, parity_bits=s.parity_bits,
                          rationale_follows=s.rationale_follows)
 
 
-def load_examples(cfg: RunConfig) -> tuple[list, list, dict[str, DataReport], SyntheticTask | None]:
-    """Train and eval examples (synthetic task, named dataset or local files) and their load reports."""
+@dataclasses.dataclass
+class LoadedExamples:
+    train: list[PreferenceExample]
+    held_out: list[PreferenceExample]
+    reports: dict[str, DataReport]
+    task: SyntheticTask | None
+    source_rows: list[int]
+    notes: list[str]
+
+
+def load_examples(cfg: RunConfig) -> LoadedExamples:
+    """Train and held-out examples (synthetic task, named dataset or local files; held-out pairs chosen as
+    `rdpo_jax.train.held_out` describes) and their load reports."""
     d = cfg.data
-    if d.source == "synthetic":
-        task = _synthetic_task(cfg)
+    if d.source == SYNTHETIC:
+        task = synthetic_task(cfg)
         train = task.examples(d.synthetic.n_train, seed=cfg.train.seed)
-        held_out = task.examples(d.synthetic.n_eval, seed=cfg.train.seed + 1_000_003)
-        return train, held_out, {}, task
-    kw = dict(data_files=d.data_files, on_bad_row=d.on_bad_row, fields=d.fields)
-    train, train_report = load_preferences(d.source, split=d.split, **kw)
-    reports = {"train": train_report}
-    held_out: list = []
-    if d.eval_split:
-        held_out, reports["eval"] = load_preferences(d.source, split=d.eval_split, **kw)
+        held = synthetic_held_out(task, d.synthetic.n_eval, cfg.train.seed + 1_000_003, train)
+        return LoadedExamples(train, held, {}, task, list(range(len(train))), [])
+    kw = dict(on_bad_row=d.on_bad_row, fields=d.fields, format=d.format)
+    train, train_report = load_preferences(d.source, split=d.split, data_files=d.data_files, **kw)
+    reports, notes = {"train": train_report}, []
+    rows = list(train_report.kept_rows)
+    held: list[PreferenceExample] = []
+    if d.eval_fraction is not None:
+        train_idx, held_idx = split_fraction(train, d.eval_fraction, d.eval_seed)
+        held = [train[i] for i in held_idx]
+        notes.append(f"held out {len(held)} of {len(train)} pairs of {d.source} (data.eval_fraction="
+                     f"{d.eval_fraction}, data.eval_seed={d.eval_seed})")
+        train, rows = [train[i] for i in train_idx], [rows[i] for i in train_idx]
+    elif (source := eval_source(cfg)) is not None:
+        name, split, files = source
+        held, reports["eval"] = load_preferences(name, split=split, data_files=files, **kw)
     if d.n_examples is not None:
-        train = train[: d.n_examples]
-    return train, held_out, reports, None
+        train, rows = train[: d.n_examples], rows[: d.n_examples]
+    return LoadedExamples(train, held, reports, None, rows, notes)
 
 
 def prepare_data(cfg: RunConfig, tokenizer: Any, *, with_rationale: bool) -> PreparedData:
-    """Loads and tokenises the run's examples (bad rows per data.on_bad_row; reports kept)."""
-    train, held_out, reports, task = load_examples(cfg)
+    """Loads, checks and tokenises the run's examples (bad rows per data.on_bad_row; reports kept): pairs
+    without rationales under a rationale term stop the run (`check_rationales`), and held-out pairs that also
+    occur in training are counted and warned about."""
+    loaded = load_examples(cfg)
+    train, held_out, reports = loaded.train, loaded.held_out, loaded.reports
+    rationales = check_rationales(cfg, {"train": train, "eval": held_out}, reports)
+    notes = list(loaded.notes)
+    for split in ("train", "eval"):
+        if split in rationales and rationales[split]["with_rationale"] < rationales[split]["pairs"]:
+            r = rationales[split]
+            notes.append(f"data.missing_rationale=mask: {r['pairs'] - r['with_rationale']} of {r['pairs']} {split} "
+                         "pairs have no rationale and train without the rationale term")
+    n_overlap = overlap(train, held_out)
+    if n_overlap:
+        notes.append(f"warning: {n_overlap} of {len(held_out)} held-out pairs also occur in training (same prompt, "
+                     "chosen and rejected); the held-out metrics overstate generalisation")
     d = cfg.data
     kw = dict(truncation=TruncationConfig(d.max_length, d.max_prompt_length, d.max_rationale_length),
               rationale_template=d.rationale_template if with_rationale else None, wording=d.rationale_wording,
               on_bad_row=d.on_bad_row)
     tr = tokenize_examples(train, tokenizer, dataset=f"{d.source}:{d.split}", **kw)
-    ev = tokenize_examples(held_out, tokenizer, dataset=f"{d.source}:{d.eval_split}", **kw) if held_out else None
+    ev = tokenize_examples(held_out, tokenizer, dataset=f"{d.source}:held-out", **kw) if held_out else None
     reports["train_rows"] = tr.report
+    stats = {"train": tr.stats}
     if ev is not None:
-        reports["eval_rows"] = ev.report
+        reports["eval_rows"], stats["eval"] = ev.report, ev.stats
     kept_eval = [held_out[r.index] for r in ev.rows] if ev is not None else []
     return PreparedData(tokenizer, [train[r.index] for r in tr.rows], kept_eval, tr.rows,
-                        ev.rows if ev is not None else [], reports, task)
+                        ev.rows if ev is not None else [], reports, loaded.task,
+                        train_source_rows=[loaded.source_rows[r.index] for r in tr.rows], stats=stats,
+                        rationales=rationales, eval_overlap=n_overlap, notes=notes)
 
 
 class LocalBatcher:
     """One process's slice of a global batch -> its local micro-batches [M, N_local, ...] (numpy).
 
     ``sft``: only the chosen rows of the three-row layout are kept (token NLL on chosen responses), plus the
-    rejected rows with ``train.sft_rejected`` and the rationale rows when ``with_rationale``.
+    rejected rows with ``train.sft_rejected`` and the rationale rows when ``with_rationale`` (kept by position,
+    so a pair without a rationale keeps an empty row and every batch has the same row count).
+    ``row_multiple``: packed micro-batches pad their row count to a multiple of it (the process's share of
+    the mesh's ``data x fsdp`` devices, `rdpo_jax.train.preflight.check_batch_layout`).
     """
 
-    def __init__(self, cfg: RunConfig, tokenizer: Any, *, sft: bool, with_rationale: bool, process_count: int):
+    def __init__(self, cfg: RunConfig, tokenizer: Any, *, sft: bool, with_rationale: bool, process_count: int,
+                 row_multiple: int = 1):
         d, t = cfg.data, cfg.train
         self.micro_batches = t.micro_batches
         self.pad_id = pad_id_for(tokenizer)
@@ -123,12 +196,14 @@ class LocalBatcher:
         longest = 2 * d.max_length if d.layout == "packed" else d.max_length
         self.plan = BatchPlan(Buckets.powers_of_two(longest, d.min_bucket), local_pairs // t.micro_batches,
                               self.pad_id, layout="three_row" if sft else d.layout,
-                              with_rationale=with_rationale, pairs_per_row=d.pairs_per_row)
+                              with_rationale=with_rationale, pairs_per_row=d.pairs_per_row,
+                              row_multiple=row_multiple)
 
     def _one(self, rows: Sequence[TokenizedExample]) -> dict[str, np.ndarray]:
         batch = make_batch(list(rows), self.plan)
         if self.sft:
-            keep = np.isin(batch["slot_role"][:, 0], self.sft_roles)
+            roles = 3 if self.plan.with_rationale else 2  # the three-row layout is pair-major, `roles` rows a pair
+            keep = np.isin(np.arange(batch["input_ids"].shape[0]) % roles, self.sft_roles)
             batch = {k: (v[keep] if k in ROW_PAD else v) for k, v in batch.items()}
         return batch
 

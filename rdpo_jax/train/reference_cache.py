@@ -22,13 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rdpo_jax.errors import RdpoError
+from rdpo_jax.files import writing
 from rdpo_jax.train.objectives import ROLE_CHOSEN, ROLE_REJECTED, pair_sums, row_token_logps
 
 ROW_ARRAYS = ("input_ids", "positions", "attention_mask", "attn_mask", "targets", "loss_mask", "score_slot",
               "slot_pair", "slot_role", "pair_mask")
 
 
-class ReferenceCacheMismatch(ValueError):
+class ReferenceCacheMismatch(RdpoError, ValueError):
     """The cache was computed for another model, data set or tokenisation."""
 
 
@@ -88,10 +90,11 @@ class ReferenceCache:
     def save(self, path: str) -> None:
         """Writes ``path`` (.npz with the fingerprint inside) atomically."""
         tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, chosen=self.chosen, rejected=self.rejected,
-                     fingerprint=np.frombuffer(json.dumps(self.fingerprint, sort_keys=True).encode(), np.uint8))
-        os.replace(tmp, path)
+        with writing(path):
+            with open(tmp, "wb") as f:
+                np.savez(f, chosen=self.chosen, rejected=self.rejected,
+                         fingerprint=np.frombuffer(json.dumps(self.fingerprint, sort_keys=True).encode(), np.uint8))
+            os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str, expected: Mapping[str, str] | None = None) -> ReferenceCache:

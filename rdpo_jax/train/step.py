@@ -10,8 +10,11 @@ Batches carry a leading micro-batch axis M: every array of the row contract
 which equals one batch of all M micro-batches exactly (up to float summation order): gradient
 accumulation with a per-pair loss needs no rescaling.
 
-Non-finite loss or gradients set ``metrics["finite"] = 0``; with ``nan_policy="skip"`` the step then
-keeps the old state (params, optimiser state and step count) so that no NaN ever reaches the params.
+A non-finite loss, gradient, updated parameter or optimiser moment sets ``metrics["finite"] = 0``; with
+``nan_policy="skip"`` the step then keeps the old state (params, optimiser state and step count), so no NaN
+or inf ever reaches the params (an update can overflow although loss and gradient are finite: a huge
+learning rate). ``metrics["pair_finite"]`` [M, P] flags the pairs whose loss is not finite (preference
+objectives; the host names them).
 """
 from __future__ import annotations
 
@@ -88,26 +91,29 @@ def make_loss_and_grads(graphdef: nnx.GraphDef, objective, *, with_grads: bool =
         ref_model = None if ref_params is None else nnx.merge(graphdef, jax.lax.stop_gradient(ref_params))
 
         def scaled_loss(p, rows):
-            loss_sum, metric_sums = objective(nnx.merge(graphdef, p), ref_model, rows)
-            return loss_sum / total, metric_sums
+            loss_sum, metric_sums, finite_pairs = objective(nnx.merge(graphdef, p), ref_model, rows)
+            return loss_sum / total, (metric_sums, finite_pairs)
 
         def micro(carry, rows):
             grads_acc, loss_acc, metrics_acc = carry
             if with_grads:
-                (loss, metric_sums), grads = jax.value_and_grad(scaled_loss, has_aux=True)(params, rows)
+                (loss, (metric_sums, finite_pairs)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(
+                    params, rows)
                 grads_acc = jax.tree.map(jnp.add, grads_acc, grads)
             else:
-                loss, metric_sums = scaled_loss(params, rows)
+                loss, (metric_sums, finite_pairs) = scaled_loss(params, rows)
             metrics_acc = {k: metrics_acc[k] + v for k, v in metric_sums.items()}
-            return (grads_acc, loss_acc + loss, metrics_acc), None
+            return (grads_acc, loss_acc + loss, metrics_acc), finite_pairs
 
         first = jax.tree.map(lambda x: x[0], batch)
-        metric_shapes = jax.eval_shape(lambda p: scaled_loss(p, first)[1], params)
+        metric_shapes = jax.eval_shape(lambda p: scaled_loss(p, first)[1][0], params)
         init = (jax.tree.map(jnp.zeros_like, params) if with_grads else None, jnp.zeros((), jnp.float32),
                 {k: jnp.zeros((), jnp.float32) for k in metric_shapes})
-        (grads, loss, metric_sums), _ = jax.lax.scan(micro, init, batch)
+        (grads, loss, metric_sums), finite_pairs = jax.lax.scan(micro, init, batch)
         metrics = {k: v / total for k, v in metric_sums.items()}
         metrics["count"] = objective.count(batch)
+        if finite_pairs is not None:
+            metrics["pair_finite"] = finite_pairs
         return loss, grads, metrics
 
     return loss_and_grads
@@ -124,6 +130,12 @@ def make_eval_step(graphdef: nnx.GraphDef, objective) -> Callable:
     return evaluate
 
 
+def all_finite(tree) -> jax.Array:
+    """Scalar bool: every floating leaf of ``tree`` is free of NaN and inf (one fused reduction per leaf)."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(flags).all() if flags else jnp.asarray(True)
+
+
 def make_train_step(graphdef: nnx.GraphDef, objective, tx: optax.GradientTransformation, *,
                     schedule: Callable | None = None, nan_policy: str = "error") -> Callable:
     """``step(state, batch, ref_params) -> (state, metrics)``, pure; jit it with `jit_train_step`."""
@@ -136,7 +148,7 @@ def make_train_step(graphdef: nnx.GraphDef, objective, tx: optax.GradientTransfo
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params) & all_finite(opt_state)
         new = TrainState(state.step + 1, params, opt_state)
         if nan_policy == "skip":
             new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)

@@ -1,15 +1,26 @@
 """The trainer loop: `train(cfg)` fine-tunes a model with SFT or any preference loss, on one CPU, one GPU or
 a TPU pod, with periodic evaluation, logging, orbax checkpoints and exact resume, and a final HF export.
 
+Before any data is read or anything compiled, the model and data paths, the held-out source and the batch
+layout over the mesh are checked (`rdpo_jax.train.preflight`, `rdpo_jax.train.held_out`), and the output
+directory is locked for the run's life (`rdpo_jax.train.run_lock`). Then the data is loaded and checked
+(rationales for a rationale term, held-out pairs that occur in training: `rdpo_jax.train.data_checks`), the
+number of steps is planned from the data, and the run either resumes (the checkpoint's stored config must
+match in every key that decides what is trained: `rdpo_jax.train.run_identity`) or starts afresh.
+
 Per step: this process's slice of the global batch -> local micro-batches -> global sharded arrays ->
-jitted step (state donated) -> metrics (process 0 logs). A non-finite loss or gradient stops the run
-naming the step (``train.nan_policy="error"``; the step's result is never checkpointed) or leaves the
-state untouched and goes on (``"skip"``).
+jitted step (state donated) -> metrics (process 0 logs). A non-finite loss, gradient or update stops the
+run naming the step and the pairs at fault (``train.nan_policy="error"``; the step's result is never
+checkpointed) or leaves the state untouched and goes on (``"skip"``); ``train.max_skipped_steps``
+consecutive skips stop the run, and a run that applied no step at all fails and exports nothing.
+
+Files in ``output_dir``: ``config.yaml`` (the resolved config and its fingerprint), ``data_report.json``,
+``metrics.jsonl`` (each step once), ``tensorboard/``, ``checkpoints/``, ``summary.json``, ``curves.png``,
+``final/hf`` and, while the run lives, ``run.lock`` / ``run.lock.json``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,14 +32,21 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from rdpo_jax.config import RunConfig
+from rdpo_jax.config_loader import config_to_dict, dump_config
+from rdpo_jax.config_rules import uses_rationales
 from rdpo_jax.data import BatchIterator
+from rdpo_jax.errors import ConfigError, RdpoError
+from rdpo_jax.files import write_json, write_text, writing
 from rdpo_jax.models import DecoderLM, ModelConfig, load_hf, save_hf
 from rdpo_jax.sharding import make_mesh
 from rdpo_jax.train.checkpoint import Checkpointer, abstract_state, key_from_json, key_to_json
+from rdpo_jax.train.data_checks import plan_steps
+from rdpo_jax.train.held_out import check_held_out
 from rdpo_jax.train.metrics_log import MetricsLogger
 from rdpo_jax.train.objectives import PreferenceObjective, SFTObjective
 from rdpo_jax.train.optim import make_optimizer, make_schedule
-from rdpo_jax.train.pipeline import LocalBatcher, build_tokenizer, prepare_data, to_global
+from rdpo_jax.train.pipeline import LocalBatcher, PreparedData, build_tokenizer, prepare_data, to_global
+from rdpo_jax.train.preflight import check_batch_layout, check_paths
 from rdpo_jax.train.reference_cache import (
     ReferenceCache,
     compute_reference_cache,
@@ -36,6 +54,8 @@ from rdpo_jax.train.reference_cache import (
     rows_fingerprint,
     settings_fingerprint,
 )
+from rdpo_jax.train.run_identity import ResumeMismatch, check_resume, fingerprint
+from rdpo_jax.train.run_lock import RunLock
 from rdpo_jax.train.step import (
     init_train_state,
     jit_train_step,
@@ -45,11 +65,16 @@ from rdpo_jax.train.step import (
     state_shardings,
 )
 
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+DATA_REPORT_FILE = "data_report.json"
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss or a gradient was NaN/Inf (train.nan_policy="error")."""
+class NonFiniteLoss(RdpoError, RuntimeError):
+    """A step's loss, gradient or update was NaN/Inf (``train.nan_policy="error"``), too many consecutive steps
+    were skipped, or no step was trained at all (``"skip"``)."""
 
 
 def build_objective(cfg: RunConfig):
@@ -79,7 +104,8 @@ def build_model(cfg: RunConfig, tokenizer: Any, mesh) -> DecoderLM:
 
 
 def _host(metrics: dict[str, jax.Array]) -> dict[str, float]:
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+    """Scalar metrics as floats (the per-pair ``pair_finite`` flags are read apart)."""
+    return {k: float(v) for k, v in jax.device_get(metrics).items() if k != "pair_finite"}
 
 
 def _batches(iterator: BatchIterator, batcher: LocalBatcher, cache: ReferenceCache | None):
@@ -106,71 +132,168 @@ class RunResult:
     final_train: dict[str, float]
     final_eval: dict[str, float]
     hf_dir: Path | None
+    skipped_steps: list[int] = dataclasses.field(default_factory=list)
+    config_fingerprint: str = ""
+
+
+def effective_config(cfg: RunConfig, total_steps: int) -> RunConfig:
+    """``cfg`` with the schedule sized on the run's real number of steps (cosine with ``optim.total_steps``
+    null decays over ``total_steps``); this is the config a checkpoint stores and a resume compares."""
+    o = cfg.optim
+    if o.schedule != "cosine" or o.total_steps is not None:
+        return cfg
+    if o.warmup_steps >= total_steps:
+        raise ConfigError(f"optim.warmup_steps={o.warmup_steps} is not below the run's {total_steps} steps "
+                          "(optim.total_steps is null: the cosine decay spans the run); lower the warm-up")
+    return dataclasses.replace(cfg, optim=dataclasses.replace(o, total_steps=total_steps))
+
+
+def _schedule_notes(cfg: RunConfig, total_steps: int) -> list[str]:
+    o = cfg.optim
+    if o.schedule == "paper" and o.warmup_steps >= total_steps:
+        top = min(1.0, total_steps / (o.warmup_steps + 1))
+        return [f"note: optim.warmup_steps={o.warmup_steps} >= the run's {total_steps} steps: the learning rate "
+                f"never reaches optim.lr={o.lr:g} (it ends at {top:.3g} x of it)"]
+    return []
 
 
 def train(cfg: RunConfig) -> RunResult:
     """Runs one training job end to end (see the module docstring). All processes call it."""
+    check_paths(cfg)
+    check_held_out(cfg)
+    mesh = make_mesh(cfg.mesh)
+    row_multiple = check_batch_layout(cfg, dict(mesh.shape), jax.process_count())
+    with RunLock(cfg.output_dir) as lock:
+        return _train_locked(cfg, mesh, row_multiple, lock)
+
+
+def _resume_or_start(cfg: RunConfig, ckpt: Checkpointer, target, data_digest: str, out: Path):
+    """(restored step, state, extras, note): the newest good checkpoint when ``checkpoint.resume`` and its
+    stored config and data match (else `ResumeMismatch`), or None after clearing an earlier run's
+    checkpoints when the run starts afresh."""
+    if not cfg.checkpoint.resume:
+        removed = ckpt.clear()
+        note = (f"checkpoint.resume=false: starting afresh; removed the previous run's checkpoints (steps "
+                f"{removed}) in {ckpt.directory}") if removed else None
+        return None, note
+    changed: list[str] = []
+
+    def accept(step: int, extras: dict) -> None:
+        where = f"{out} from its checkpoint of step {step}"
+        changed[:] = check_resume(extras.get("config"), cfg, where=where)
+        if "config" not in extras:
+            changed.append("the checkpoint stores no config (written by an older rdpo_jax): not checked")
+        if extras.get("data_fingerprint", data_digest) != data_digest:
+            raise ResumeMismatch(f"cannot resume {where}: the training data changed since it was written (the "
+                                 "tokenised rows hash differently). Start afresh with checkpoint.resume=false or "
+                                 "a new output_dir")
+
+    restored = ckpt.restore(target, accept=accept)
+    if restored is None:
+        return None, None
+    step = restored[0]
+    note = f"resumed from step {step} of {out}" + (f" (changed: {'; '.join(changed)})" if changed else "")
+    return restored, note
+
+
+def _nonfinite_pairs(pair_finite: np.ndarray | None, index: np.ndarray, data: PreparedData, source: str) -> str:
+    """`` at pairs ...`` naming (up to five of) the training pairs whose loss was not finite."""
+    if pair_finite is None:
+        return ""
+    if jax.process_count() > 1:
+        index = np.concatenate(list(multihost_utils.process_allgather(index)), axis=1)
+    bad = [int(index[m, p]) for m, p in np.argwhere(~np.asarray(pair_finite, bool)) if index[m, p] >= 0]
+    if not bad:
+        return ""
+    named = ", ".join(f"training pair {i} (row {data.train_source_rows[i]} of {source})" for i in bad[:5])
+    return f" at {len(bad)} pair(s): {named}{' ...' if len(bad) > 5 else ''}"
+
+
+def _eval_line(step: int, metrics: dict[str, float]) -> str:
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "count")
+    return f"eval at step {step} ({int(metrics.get('count', 0))} pairs): {shown}"
+
+
+def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> RunResult:
     out = Path(cfg.output_dir)
     is_main = jax.process_index() == 0
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    mesh = make_mesh(cfg.mesh)
+    notes = [lock.stale] if lock.stale else []
     tokenizer = build_tokenizer(cfg)
     objective = build_objective(cfg)
     sft = cfg.train.objective == "sft"
-    with_rationale = cfg.train.sft_rationales if sft else objective.needs_rationale
+    with_rationale = uses_rationales(cfg)
     data = prepare_data(cfg, tokenizer, with_rationale=with_rationale)
-    model = build_model(cfg, tokenizer, mesh)
-    graphdef, params = split_model(model)
-
     iterator = BatchIterator(data.train_rows, cfg.train.global_batch_size, seed=cfg.train.seed,
                              num_epochs=cfg.train.epochs)
-    total_steps = cfg.train.max_steps or cfg.train.epochs * iterator.batches_per_epoch
-    optim_cfg = cfg.optim if cfg.optim.total_steps or cfg.optim.schedule != "cosine" else \
-        dataclasses.replace(cfg.optim, total_steps=total_steps)
-    tx, schedule = make_optimizer(optim_cfg), make_schedule(optim_cfg)
+    total_steps = plan_steps(cfg, iterator.batches_per_epoch, len(data.train_rows))
+    run_cfg = effective_config(cfg, total_steps)
+    run_fp = fingerprint(run_cfg)
+    data_digest = rows_fingerprint(data.train_rows)
+    notes += _schedule_notes(run_cfg, total_steps)
+    model = build_model(cfg, tokenizer, mesh)
+    graphdef, params = split_model(model)
+    tx, schedule = make_optimizer(run_cfg.optim), make_schedule(run_cfg.optim)
     shardings = state_shardings(params, tx, mesh)
     state = init_train_state(params, tx, shardings)
 
     needs_ref = (not sft) and objective.needs_reference
     ref_params = jax.device_put(params, shardings.params) if needs_ref else None
     batcher = LocalBatcher(cfg, tokenizer, sft=sft, with_rationale=with_rationale,
-                           process_count=jax.process_count())
+                           process_count=jax.process_count(), row_multiple=row_multiple)
+    ckpt = Checkpointer(out / "checkpoints", every=cfg.checkpoint.every, keep=cfg.checkpoint.keep,
+                        async_save=cfg.checkpoint.async_save)
+    rng = jax.random.key(cfg.train.seed)
+    restored, resume_note = _resume_or_start(run_cfg, ckpt, abstract_state(state, shardings), data_digest, out)
+    if restored is not None:
+        _, state, extras = restored
+        try:
+            iterator.set_state(extras["iterator"])
+        except ValueError as e:
+            raise ResumeMismatch(f"cannot resume {out}: the data iterator of the checkpoint does not fit this "
+                                 f"data ({e}); start afresh with checkpoint.resume=false or a new output_dir") from e
+        rng = key_from_json(extras["rng"])
+    if resume_note:
+        notes.append(resume_note)
     caches = {"train": None, "eval": None}
     if needs_ref and cfg.train.reference == "cache":
         caches = _reference_caches(cfg, graphdef, ref_params, data, batcher, mesh, out)
         ref_params = None
-
-    ckpt = Checkpointer(out / "checkpoints", every=cfg.checkpoint.every, keep=cfg.checkpoint.keep,
-                        async_save=cfg.checkpoint.async_save)
-    rng = jax.random.key(cfg.train.seed)
-    if cfg.checkpoint.resume:
-        restored = ckpt.restore(abstract_state(state, shardings))
-        if restored is not None:
-            _, state, extras = restored
-            iterator.set_state(extras["iterator"])
-            rng = key_from_json(extras["rng"])
     # XLA:CPU can deadlock when two programs with collectives run at once (each waits for threads the other
     # holds), so the set-up programs finish before the first step is dispatched.
     jax.block_until_ready((state, ref_params))
     start_step = iterator.step
+    if is_main:
+        write_text(out / CONFIG_FILE, f"# rdpo_jax run config; fingerprint {run_fp} (the settings that decide "
+                                      f"the trained function)\n" + dump_config(run_cfg))
+        write_json(out / DATA_REPORT_FILE, data.report() | {"config_fingerprint": run_fp})
 
     logger = MetricsLogger(out, total_steps=total_steps, jsonl=cfg.logging.jsonl,
                            tensorboard=cfg.logging.tensorboard, progress=cfg.logging.progress, is_main=is_main,
                            initial_step=start_step, description=cfg.name)
+    for line in data.summary_lines() + notes:
+        logger.write(line)
+    final_eval = next((r for r in reversed(logger.kept) if r.get("split") == "eval" and r["step"] == start_step),
+                      None)
+    final_eval = {k: v for k, v in final_eval.items() if k not in ("step", "split", "time")} if final_eval else {}
+    eval_step = start_step if final_eval else None
     step_fn = None
     eval_fn = jax.jit(make_eval_step(graphdef, objective))
     last: dict[str, float] = {}
-    step = start_step
-    final_eval: dict[str, float] = {}
+    skipped: list[int] = []
+    consecutive: list[int] = []
     t_last, tokens = time.time(), 0
+    extras = {"config": config_to_dict(run_cfg), "config_fingerprint": run_fp, "data_fingerprint": data_digest}
+
+    def run_eval(at: int) -> dict[str, float]:
+        result = evaluate(cfg, eval_fn, state.params, ref_params, data.eval_rows, batcher, mesh, caches["eval"])
+        logger.log(at, result, split="eval")
+        logger.write(_eval_line(at, result))
+        return result
+
     try:
         batches = _batches(iterator, batcher, caches["train"])
         while iterator.step < total_steps:
-            item = next(batches, None)
-            if item is None:
-                break
-            b, local, _ = item
+            b, local, index = next(batches)
             step = b.step + 1
             batch = to_global(local, mesh, batcher.pad_id)
             if step_fn is None:
@@ -182,11 +305,21 @@ def train(cfg: RunConfig) -> RunResult:
             tokens += int(local["attention_mask"].sum()) * jax.process_count()
             last = _host(metrics)
             if last["finite"] < 1:
+                pairs = _nonfinite_pairs(jax.device_get(metrics.get("pair_finite")), index, data, cfg.data.source)
                 if cfg.train.nan_policy == "error":
-                    raise NonFiniteLoss(f"non-finite loss or gradient at step {step} (loss={last['loss']}, "
-                                        f"grad_norm={last['grad_norm']}); no checkpoint holds it. Lower the "
-                                        "learning rate, or set train.nan_policy=skip to skip such steps")
-                logger.write(f"step {step}: non-finite loss or gradient, step skipped")
+                    raise NonFiniteLoss(f"non-finite loss, gradient or update at step {step}{pairs} (loss="
+                                        f"{last['loss']}, grad_norm={last['grad_norm']}); no checkpoint holds it. "
+                                        "Lower the learning rate, or set train.nan_policy=skip to skip such steps")
+                skipped.append(step)
+                consecutive.append(step)
+                logger.write(f"step {step}: non-finite loss, gradient or update{pairs}; step skipped")
+                if len(consecutive) >= cfg.train.max_skipped_steps:
+                    raise NonFiniteLoss(f"{len(consecutive)} consecutive steps were skipped ({consecutive}: "
+                                        "non-finite loss, gradient or update; train.max_skipped_steps="
+                                        f"{cfg.train.max_skipped_steps}); stopping. Lower the learning rate or "
+                                        "check the data")
+            else:
+                consecutive = []
             if step % cfg.logging.every == 0 or step == total_steps:
                 now = time.time()
                 last["tokens_per_s"] = tokens / max(now - t_last, 1e-9)
@@ -194,31 +327,33 @@ def train(cfg: RunConfig) -> RunResult:
                 logger.log(step, last)
             logger.advance(step, last)
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and data.eval_rows:
-                final_eval = evaluate(cfg, eval_fn, state.params, ref_params, data.eval_rows, batcher, mesh,
-                                      caches["eval"])
-                logger.log(step, final_eval, split="eval")
-            ckpt.save(step, state, extras={"iterator": iterator.get_state(),
-                                           "rng": key_to_json(rng)})
+                final_eval, eval_step = run_eval(step), step
+            ckpt.save(step, state, extras={**extras, "iterator": iterator.get_state(), "rng": key_to_json(rng)})
         step = iterator.step
-        if data.eval_rows:
-            final_eval = evaluate(cfg, eval_fn, state.params, ref_params, data.eval_rows, batcher, mesh,
-                                  caches["eval"])
-            logger.log(step, final_eval, split="eval")
-        ckpt.save(step, state, extras={"iterator": iterator.get_state(),
-                                       "rng": key_to_json(rng)}, force=True)
+        applied = int(jax.device_get(state.step))
+        if applied == 0:
+            raise NonFiniteLoss(f"no step was trained: all {len(skipped)} steps were skipped ({skipped}: non-finite "
+                                "loss, gradient or update); nothing is exported")
+        if data.eval_rows and eval_step != step:
+            final_eval = run_eval(step)
+        ckpt.save(step, state, extras={**extras, "iterator": iterator.get_state(), "rng": key_to_json(rng)},
+                  force=True)
         ckpt.wait()
     finally:
         logger.close()
         ckpt.close()
     hf_dir = _export(cfg, graphdef, state.params, tokenizer, out) if cfg.checkpoint.export_hf else None
     if is_main:
-        summary = {"steps": step, "train": last, "eval": final_eval}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(out / SUMMARY_FILE, {"steps": step, "applied_steps": applied, "skipped_steps": skipped,
+                                        "train": last, "eval": final_eval, "config_fingerprint": run_fp,
+                                        "rationales": data.rationales, "eval_overlap": data.eval_overlap,
+                                        "notes": notes + data.notes})
         if cfg.logging.plot and cfg.logging.jsonl:
             from rdpo_jax.train.plots import plot_runs
 
-            plot_runs({cfg.name: out / "metrics.jsonl"}, out / "curves.png")
-    return RunResult(out, step, last, final_eval, hf_dir)
+            with writing(out / "curves.png"):
+                plot_runs({cfg.name: out / "metrics.jsonl"}, out / "curves.png")
+    return RunResult(out, step, last, final_eval, hf_dir, skipped, run_fp)
 
 
 def evaluate(cfg: RunConfig, eval_fn, params, ref_params, rows, batcher: LocalBatcher, mesh,
@@ -275,7 +410,8 @@ def _export(cfg: RunConfig, graphdef, params, tokenizer, out: Path) -> Path:
     """``<output_dir>/final/hf``: the trained policy as a transformers-loadable directory, with the tokenizer."""
     hf_dir = out / "final" / "hf"
     model = nnx.merge(graphdef, params)
-    save_hf(model, hf_dir)
-    if jax.process_index() == 0:
-        tokenizer.save_pretrained(str(hf_dir))
+    with writing(hf_dir, "export the model to"):
+        save_hf(model, hf_dir)
+        if jax.process_index() == 0:
+            tokenizer.save_pretrained(str(hf_dir))
     return hf_dir
