@@ -8,12 +8,14 @@ with misleading ones and with label noise, stays below the generator's Shannon v
 vacuous rationales agree; masking slot and label words collapses the leaky template only; and on the parity
 task the rationale carries usable information beyond the responses although its Shannon value given them is 0.
 """
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 
 from rdpo_jax.analysis import swap_information
+from rdpo_jax.analysis._pointwise import PINNED, ZERO_WIDTH
 from rdpo_jax.analysis.command import analyze, synthetic_set
 from rdpo_jax.analysis.lm import rationale_logps
 from rdpo_jax.data import SyntheticTask, synthetic_tokenizer
@@ -124,3 +126,22 @@ def test_parity_conditional_usable_information(parity_report, colour_model, tok)
     # a masked parity rationale ("the red fox has odd zaps so it -") still names the response: the
     # information survives masking
     assert r["E2_masked"]["ci_nats"][0] > 0.5
+
+
+def test_constant_and_vacuous_rationales_give_contrasts_covering_zero(colour_model, tok):
+    """One constant rationale for every pair ("the response above is better") against the vacuous control, on
+    parity pairs the model cannot judge: neither carries information about which response is better, so in at
+    least 19 of 20 held-out sets every contrast's interval covers 0 (17 of 20 before the bootstrap refitted the
+    temperature); shuffling a constant rationale changes nothing: an exact 0, flagged as at its boundary."""
+    covered, flagged = 0, 0
+    for seed in range(20):
+        examples = [dataclasses.replace(e, rationale="the response above is better")
+                    for e in SyntheticTask(task="parity").examples(128, seed=1000 + seed)]
+        lp = rationale_logps(colour_model, tok, examples, template="conversational",
+                             conditions=("rationale", "vacuous", "shuffled"))
+        est = swap_information(lp.delta(), "fit", vacuous=lp.delta("vacuous"), shuffled=lp.delta("shuffled"),
+                               n_boot=1000, seed=seed)
+        covered += all(c.contains(0.0) for c in est.contrasts.values())
+        flagged += est.contrasts["rationale - shuffled"].boundary in (ZERO_WIDTH, PINNED)
+    print(f"\nconstant vs vacuous: contrasts cover 0 in {covered} of 20 held-out sets")
+    assert covered >= 19 and flagged == 20

@@ -41,14 +41,18 @@ def fit_rows(
     *,
     nonneg: bool = False,
     max_iter: int = 100,
+    init: np.ndarray | None = None,
 ) -> np.ndarray:
     """Minimise the weighted no-intercept log-loss for each row of `weights`.
 
     Args:
       features: (n, p) scores, x_i.
-      weights: (R, n) non-negative example weights (e.g. 0/1 training-fold masks), one fit per row.
+      weights: (R, n) non-negative example weights (e.g. 0/1 training-fold masks, or those times bootstrap
+        counts), one fit per row.
       offset: None, (n,) or (R, n) fixed logit added to x_i^T w.
       nonneg: constrain w >= 0 (only for p == 1: the temperature case).
+      init: optional (R, p) starting coefficients in the units of `features` (a warm start, e.g. the fit on
+        the full data when refitting on bootstrap resamples); default 0.
 
     Returns:
       (R, p) fitted coefficients, in the units of `features`.
@@ -62,7 +66,7 @@ def fit_rows(
     xs = x / scale
     off = np.zeros((r, n)) if offset is None else np.broadcast_to(np.asarray(offset, np.float64), (r, n))
     wsum = np.maximum(weights.sum(axis=1), 1e-300)
-    w = np.zeros((r, p))
+    w = np.zeros((r, p)) if init is None else np.broadcast_to(np.asarray(init, np.float64), (r, p)) * scale[None, :]
     z = off + w @ xs.T
     loss = _loss(z, w, weights, wsum)
     eye = np.eye(p)

@@ -110,18 +110,24 @@ def analyze(checkpoint: str | Path, *, examples=None, kinds: Sequence[str] | Non
     return report
 
 
+def _line(label: str, e: dict[str, Any]) -> str:
+    """One estimate: bits, interval, and the boundary note when the estimate sits at one."""
+    text = f"{label} {e['bits']:+.4f} bits  CI [{e['ci_bits'][0]:+.4f}, {e['ci_bits'][1]:+.4f}]"
+    return text + (f"  (boundary: {e['boundary']})" if e.get("boundary") else "")
+
+
 def _summary(report: dict[str, Any]) -> str:
     lines = []
     for key in ("E2", "E2_masked", "E2_conditional", "E1_groundedness"):
         if key in report:
             e = report[key]
-            lines.append(f"{key:<16} {e['bits']:+.4f} bits  CI [{e['ci_bits'][0]:+.4f}, {e['ci_bits'][1]:+.4f}]")
+            lines.append(_line(f"{key:<16}", e))
             for c, v in e.get("contrasts", {}).items():
-                lines.append(f"  {c:<22} {v['bits']:+.4f} bits  CI [{v['ci_bits'][0]:+.4f}, {v['ci_bits'][1]:+.4f}]")
+                lines.append(_line(f"  {c:<22}", v))
     for name, e in report.get("E3", {}).items():
-        lines.append(f"E3 {name:<13} {e['bits']:+.4f} bits  CI [{e['ci_bits'][0]:+.4f}, {e['ci_bits'][1]:+.4f}]")
+        lines.append(_line(f"E3 {name:<13}", e))
     for name, e in report.get("E3_gain", {}).items():
-        lines.append(f"gain {name:<11} {e['bits']:+.4f} bits  CI [{e['ci_bits'][0]:+.4f}, {e['ci_bits'][1]:+.4f}]")
+        lines.append(_line(f"gain {name:<11}", e))
     return "\n".join(lines)
 
 

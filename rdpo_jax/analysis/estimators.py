@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import as_groups, as_vector, check_ci_options, check_same_shape, check_temperature
-from ._pointwise import Options, assemble, conditional_pointwise, maybe_folds, sym_pointwise
+from ._pointwise import Options, Row, assemble, conditional_pointwise, difference, maybe_folds, sym_pointwise
 from .result import InformationEstimate
 
 __all__ = ["pvi", "swap_information", "policy_information", "information_gain"]
@@ -84,9 +84,9 @@ def pvi(
                     n_folds=2)
     controls, contrasts = {}, {}
     if nul is not None:
-        controls["null"] = (nul - base, None, None)
-        contrasts["full - null"] = full - nul
-    return assemble("pvi", (full - base, None, None), opts, controls, contrasts)
+        controls["null"] = Row(nul - base)
+        contrasts["full - null"] = Row(full - nul)
+    return assemble("pvi", Row(full - base), opts, controls, contrasts)
 
 
 def swap_information(
@@ -145,29 +145,25 @@ def swap_information(
     folds = maybe_folds(d.size, temperature == "fit", opts)
 
     info: dict = {}
+    controls, contrasts = {}, {}
     if s0 is None:
         def score(x):
             return sym_pointwise(x, temperature, folds)
         name = "swap_information"
     else:
-        base_row = None
-
         def score(x):
-            nonlocal base_row, info
-            pe, base, t, ft, extra = conditional_pointwise(x, s0, temperature, combine, folds)
-            if base_row is None:
-                base_row, info = base, extra
-            return pe, t, ft
+            nonlocal info
+            row, base, extra = conditional_pointwise(x, s0, temperature, combine, folds)
+            if "baseline" not in controls:
+                controls["baseline"], info = base, extra
+            return row
         name = f"conditional_swap_information[{combine}]"
 
     main = score(d)
-    controls, contrasts = {}, {}
-    if s0 is not None:
-        controls["baseline"] = (base_row, info.get("baseline_temperature"), None)
     for key, arr in (("vacuous", vac), ("shuffled", shu)):
         if arr is not None:
             controls[key] = score(arr)
-            contrasts[f"rationale - {key}"] = main[0] - controls[key][0]
+            contrasts[f"rationale - {key}"] = difference(main, controls[key])
     return assemble(name, main, opts, controls, contrasts, info)
 
 
@@ -253,6 +249,5 @@ def information_gain(
     folds = maybe_folds(ha.size, "fit" in (ta, tb), opts)
     pa = sym_pointwise(ha, ta, folds if ta == "fit" else None)
     pb = sym_pointwise(hb, tb, folds if tb == "fit" else None)
-    gain = (pa[0] - pb[0], None, None)
     name = f"information_gain[{labels[0]} - {labels[1]}]"
-    return assemble(name, gain, opts, {labels[0]: pa, labels[1]: pb})
+    return assemble(name, difference(pa, pb), opts, {labels[0]: pa, labels[1]: pb})

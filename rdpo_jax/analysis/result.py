@@ -31,7 +31,11 @@ class InformationEstimate:
       info: extra diagnostics (e.g. stacked coefficients).
       replicates: (B,) bootstrap replicates of the estimate (nats). Calls with the same `seed`, the same
         number of examples and the same `seeds` labels draw the same resamples, so replicates of different
-        calls on the same held-out pairs are paired (used for curve ratios).
+        calls on the same held-out pairs are paired (used for curve ratios). With a fitted temperature each
+        replicate refits it on its resample, so the interval includes the fit's variability.
+      boundary: None, or why the estimate sits at a boundary and its interval says little: every fit put
+        the temperature at its limit (T = inf, the estimate is 0 by construction), or the interval has zero
+        width (every replicate equal: identical inputs, or every refit at its limit).
     """
 
     name: str
@@ -48,6 +52,7 @@ class InformationEstimate:
     contrasts: dict[str, InformationEstimate] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     replicates: np.ndarray | None = None
+    boundary: str | None = None
 
     @property
     def bits(self) -> float:
@@ -91,6 +96,8 @@ class InformationEstimate:
             s += f", runs={self.n_runs}"
         if self.temperature is not None:
             s += f", T={self.temperature:.4g}" + (" (fit)" if self.fold_temperatures is not None else "")
+        if self.boundary:
+            s += f" [boundary: {self.boundary}]"
         return s
 
     def __repr__(self) -> str:
@@ -116,6 +123,7 @@ class InformationEstimate:
             "median_nats": self.median,
             "frac_negative": self.frac_negative,
             "temperature": self.temperature,
+            "boundary": self.boundary,
         }
         out["controls"] = {k: v.to_dict() for k, v in self.controls.items()}
         out["contrasts"] = {k: v.to_dict() for k, v in self.contrasts.items()}
