@@ -4,8 +4,9 @@
   ``data_report.json``, ``report.json``, checkpoint manifests) holds ``null`` where a value is not finite
   (`strict_json`). The one exception is ``metrics.jsonl``, whose documented format writes non-finite
   metrics as the strings ``"nan"``, ``"inf"``, ``"-inf"``.
-* Atomic: a file is written to ``<name>.tmp-<pid>`` beside it and renamed over the target, so a reader sees
-  the old file or the new one, never a partial one.
+* Atomic: on a POSIX directory a file is written to ``<name>.tmp-<pid>`` beside it and renamed over the
+  target, so a reader sees the old file or the new one, never a partial one; on an object store one write
+  puts one whole object, which is atomic by itself (`rdpo_jax.paths`).
 * Errors: an ``OSError`` while writing (read-only file system, disk full, quota, permission) becomes an
   `OutputDirError` naming the path and the cause.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rdpo_jax import paths
 from rdpo_jax.errors import OutputDirError
 
 __all__ = ["strict_json", "to_json", "write_json", "write_text", "writing"]
@@ -70,8 +72,13 @@ def to_json(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(strict_json(obj), indent=indent, allow_nan=False)
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes ``text`` to ``path`` atomically (a temporary file beside it, then a rename)."""
+def write_text(path: str | os.PathLike, text: str):
+    """Writes ``text`` to ``path`` atomically (see the module docstring); returns the path."""
+    if not paths.is_local(path):
+        target = paths.as_path(path)
+        with writing(path):
+            target.write_text(text)
+        return target
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with writing(path):
@@ -84,6 +91,6 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2):
     """Writes ``obj`` to ``path`` as strict JSON (non-finite numbers as null), atomically."""
     return write_text(path, to_json(obj, indent) + "\n")

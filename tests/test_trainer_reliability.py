@@ -221,8 +221,10 @@ def test_max_steps_beyond_the_data_is_an_error_and_cosine_spans_the_real_run(tmp
     assert str(e.value).startswith("train.max_steps=40 exceeds the 4 steps the data gives: train.epochs=1 x 4 steps")
     assert "train.epochs=10" in str(e.value)
     train(load_config(None, SMALL + [f"output_dir={tmp_path / 'b'}", "optim.schedule=cosine", "optim.warmup_steps=1",
-                                     "train.epochs=2"]))
-    lrs = [r["learning_rate"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if r["split"] == "train"]
+                                     "train.epochs=2", "train.eval_every=4"]))
+    records = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert [r["step"] for r in records if r["split"] == "eval"] == [4, 8]  # the final evaluation once
+    lrs = [r["learning_rate"] for r in records if r["split"] == "train"]
     t = np.arange(8)  # 2 epochs x 4 steps: warm-up over step 0, cosine to 0 at step 8
     want = np.where(t < 1, 1e-3 * t, 1e-3 * 0.5 * (1 + np.cos(np.pi * (t - 1) / 7)))
     np.testing.assert_allclose(lrs, want, rtol=1e-5, atol=1e-9)

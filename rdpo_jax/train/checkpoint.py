@@ -19,8 +19,8 @@ see :func:`abstract_state`) decide the placement; orbax reads each shard where i
 
 Multi-process: every process calls :meth:`~Checkpointer.save` and :meth:`~Checkpointer.restore` with the
 same arguments (orbax coordinates the writes); only process 0 writes and verifies manifests, and the verdict
-is broadcast so all processes restore the same step. Manifests use local-filesystem calls (a shared POSIX
-filesystem across hosts; not ``gs://``).
+is broadcast so all processes restore the same step. The directory is a shared POSIX directory or an object
+store (``gs://``): orbax writes the arrays through tensorstore, the manifests go through `rdpo_jax.paths`.
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import shutil
 import threading
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rdpo_jax import paths
 from rdpo_jax.errors import OutputDirError, RdpoError
 from rdpo_jax.files import write_text
 from rdpo_jax.train.distributed import broadcast_text
@@ -159,9 +159,9 @@ def nonfinite_leaves(tree) -> list[str]:
 # ---------------------------------------------------------------------------------------------- manifest
 
 
-def _digest(path: Path, chunk: int = 1 << 23) -> str:
+def _digest(path, chunk: int = 1 << 23) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with paths.as_path(path).open("rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -170,11 +170,11 @@ def _digest(path: Path, chunk: int = 1 << 23) -> str:
 def write_manifest(step_dir: str | os.PathLike, hash_files: bool = True) -> dict:
     """Writes ``<step_dir>/rdpo_manifest.json`` (atomically): relative path, size and (``hash_files``) sha256
     of every file under ``step_dir``. Returns the manifest."""
-    step_dir = Path(step_dir)
+    step_dir = paths.as_path(step_dir)
     files = {}
-    for p in sorted(step_dir.rglob("*")):
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(MANIFEST + "."):
-            entry: dict[str, Any] = {"size": p.stat().st_size}
+    for p in paths.files_under(step_dir):
+        if p.name != MANIFEST and not p.name.startswith(MANIFEST + "."):
+            entry: dict[str, Any] = {"size": paths.file_size(p)}
             if hash_files:
                 entry["sha256"] = _digest(p)
             files[p.relative_to(step_dir).as_posix()] = entry
@@ -185,7 +185,7 @@ def write_manifest(step_dir: str | os.PathLike, hash_files: bool = True) -> dict
 
 def verify_manifest(step_dir: str | os.PathLike) -> str | None:
     """None when every file the manifest lists exists with its size (and sha256); else the reason."""
-    step_dir = Path(step_dir)
+    step_dir = paths.as_path(step_dir)
     try:
         manifest = json.loads((step_dir / MANIFEST).read_text())
         files = manifest["files"]
@@ -199,7 +199,7 @@ def verify_manifest(step_dir: str | os.PathLike) -> str | None:
         p = step_dir / rel
         if not p.is_file():
             return f"file {rel} is missing"
-        size = p.stat().st_size
+        size = paths.file_size(p)
         if size != entry["size"]:
             return f"file {rel} has {size} bytes, the manifest says {entry['size']} (truncated or altered)"
         if "sha256" in entry and _digest(p) != entry["sha256"]:
@@ -238,7 +238,9 @@ class Checkpointer:
             raise ValueError(f"every={every}; accepted: a positive number of steps")
         if keep is not None and keep < 1:
             raise ValueError(f"keep={keep}; accepted: a positive number of checkpoints, or None for all")
-        self.directory = Path(directory).absolute()
+        self.directory = paths.as_path(directory)
+        if paths.is_local(self.directory):
+            self.directory = self.directory.absolute()
         self.every, self.keep, self.async_save, self.hash_files = every, keep, async_save, hash_files
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=1, create=True,
                                                enable_async_checkpointing=async_save)
@@ -249,7 +251,7 @@ class Checkpointer:
 
     # ---------------------------------------------------------------------------------------- writing
 
-    def step_dir(self, step: int) -> Path:
+    def step_dir(self, step: int):
         return self.directory / str(step)
 
     def should_save(self, step: int, force: bool = False) -> bool:
@@ -301,7 +303,7 @@ class Checkpointer:
         the free space of the checkpoint directory (process 0 decides for all)."""
         need = int(sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state)) * 1.05) + (1 << 20)
         reason = None
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and paths.is_local(self.directory):  # an object store reports no free space
             free = shutil.disk_usage(self.directory).free
             if free < need:
                 reason = (f"cannot write checkpoint step {step} to {self.directory}: it needs about "

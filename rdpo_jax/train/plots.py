@@ -1,9 +1,11 @@
 """PNG of a run's training curves from its ``metrics.jsonl`` (matplotlib, Agg backend, no display)."""
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from rdpo_jax import paths
 from rdpo_jax.train.metrics_log import read_metrics
 
 PANELS = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rationale", "nll_loss")
@@ -32,8 +34,10 @@ def plot_runs(runs: dict[str, str | Path], path: str | Path, panels: Sequence[st
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    path = paths.as_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
     return path

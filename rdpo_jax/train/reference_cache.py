@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rdpo_jax import paths
 from rdpo_jax.errors import RdpoError
 from rdpo_jax.files import writing
 from rdpo_jax.train.objectives import ROLE_CHOSEN, ROLE_REJECTED, pair_sums, row_token_logps
@@ -89,11 +91,17 @@ class ReferenceCache:
 
     def save(self, path: str) -> None:
         """Writes ``path`` (.npz with the fingerprint inside) atomically."""
+        buf = io.BytesIO()
+        np.savez(buf, chosen=self.chosen, rejected=self.rejected,
+                 fingerprint=np.frombuffer(json.dumps(self.fingerprint, sort_keys=True).encode(), np.uint8))
+        if not paths.is_local(path):  # one object put: atomic by itself
+            with writing(path):
+                paths.as_path(path).write_bytes(buf.getvalue())
+            return
         tmp = f"{path}.tmp-{os.getpid()}"
         with writing(path):
             with open(tmp, "wb") as f:
-                np.savez(f, chosen=self.chosen, rejected=self.rejected,
-                         fingerprint=np.frombuffer(json.dumps(self.fingerprint, sort_keys=True).encode(), np.uint8))
+                f.write(buf.getvalue())
             os.replace(tmp, path)
 
     @classmethod
@@ -101,7 +109,7 @@ class ReferenceCache:
         """Reads a cache; with ``expected``, every fingerprint entry must match (the error names those that
         differ and says to recompute the cache)."""
         try:
-            with np.load(path) as z:
+            with np.load(io.BytesIO(paths.as_path(path).read_bytes())) as z:
                 fp = json.loads(bytes(z["fingerprint"]).decode())
                 cache = cls(fp, z["chosen"], z["rejected"])
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:

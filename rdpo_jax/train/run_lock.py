@@ -11,6 +11,11 @@ Several processes (one run on many hosts): process 0 takes the lock and broadcas
 other process checks that ``run.lock.json`` in its ``output_dir`` holds that nonce. This also proves that all
 processes see one shared directory, which the checkpoints need. If process 0 cannot take the lock, every
 process raises the same error.
+
+On an object store (``gs://``, see `rdpo_jax.paths`) there is no flock: the holder record itself is the lock,
+created when absent and read back after a moment to confirm that this run's write won. A record left by a
+run that died stays until it is removed, so the error then says to delete ``run.lock.json`` if that run is
+gone.
 """
 from __future__ import annotations
 
@@ -19,12 +24,13 @@ import json
 import os
 import socket
 import sys
+import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import filelock
 
+from rdpo_jax import paths
 from rdpo_jax.errors import OutputDirError
 from rdpo_jax.files import write_json, writing
 
@@ -60,10 +66,10 @@ class RunLock:
     at the end (also as a context manager)."""
 
     def __init__(self, output_dir: str | os.PathLike):
-        self.directory = Path(output_dir)
+        self.directory = paths.as_path(output_dir)
         self.lock_path = self.directory / LOCK_FILE
         self.holder_path = self.directory / HOLDER_FILE
-        self._lock: filelock.BaseFileLock | None = None
+        self._lock: filelock.BaseFileLock | str | None = None  # "object": the holder record is the lock
         self.nonce: str | None = None
         self.stale: str | None = None  # a note about a stale holder record that was replaced
 
@@ -73,10 +79,34 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
+    def _holder(self) -> dict[str, Any]:
+        self.nonce = uuid.uuid4().hex
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv), "nonce": self.nonce}
+
+    def _take_object(self) -> None:
+        """Process 0 on an object store: the holder record is the lock (see the module docstring)."""
+        held = self.read_holder()
+        if held is not None:
+            raise RunLockedError(
+                f"output_dir {self.directory} is in use by another run: {_describe(held)}. Wait for it to "
+                f"finish; if that run is gone, delete {self.holder_path} (an object store keeps no process "
+                "locks), or give this run another output_dir")
+        write_json(self.holder_path, self._holder())
+        time.sleep(0.5)  # a run that wrote at the same moment: the last write wins, both read it back
+        if (self.read_holder() or {}).get("nonce") != self.nonce:
+            raise RunLockedError(f"output_dir {self.directory} was taken by another run starting at the same "
+                                 f"time: {_describe(self.read_holder())}")
+        self._lock = "object"
+
     def _take(self) -> None:
         """Process 0: the flock, then the holder record (raises `RunLockedError` when held)."""
         with writing(self.directory, "create the output directory"):
             self.directory.mkdir(parents=True, exist_ok=True)
+        if not paths.is_local(self.directory):
+            self._take_object()
+            return
         lock = filelock.FileLock(str(self.lock_path), timeout=0, thread_local=False)
         with writing(self.lock_path, "create the run lock"):
             try:
@@ -92,12 +122,8 @@ class RunLock:
             gone = same_host and isinstance(previous.get("pid"), int) and not _pid_alive(previous["pid"])
             self.stale = (f"replaced a stale run lock of {_describe(previous)}: "
                           f"{'that process is gone' if gone else 'it ended without releasing the lock'}")
-        self.nonce = uuid.uuid4().hex
-        holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                  "command": " ".join(sys.argv), "nonce": self.nonce}
         try:
-            write_json(self.holder_path, holder)
+            write_json(self.holder_path, self._holder())
         except OutputDirError:
             self.release()
             raise
@@ -144,7 +170,8 @@ class RunLock:
         except OSError:
             pass  # the lock itself is what matters; a leftover record is reported as stale next time
         finally:
-            self._lock.release()
+            if self._lock != "object":
+                self._lock.release()
             self._lock = None
 
     def __enter__(self) -> RunLock:

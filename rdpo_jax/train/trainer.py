@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -31,6 +30,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from rdpo_jax import paths
 from rdpo_jax.config import RunConfig
 from rdpo_jax.config_loader import config_to_dict, dump_config
 from rdpo_jax.config_rules import uses_rationales
@@ -42,7 +42,7 @@ from rdpo_jax.sharding import make_mesh
 from rdpo_jax.train.checkpoint import Checkpointer, abstract_state, key_from_json, key_to_json
 from rdpo_jax.train.data_checks import plan_steps
 from rdpo_jax.train.held_out import check_held_out
-from rdpo_jax.train.metrics_log import MetricsLogger
+from rdpo_jax.train.metrics_log import METRICS_FILE, MetricsLogger
 from rdpo_jax.train.objectives import PreferenceObjective, SFTObjective
 from rdpo_jax.train.optim import make_optimizer, make_schedule
 from rdpo_jax.train.pipeline import LocalBatcher, PreparedData, build_tokenizer, prepare_data, to_global
@@ -127,11 +127,11 @@ def _batches(iterator: BatchIterator, batcher: LocalBatcher, cache: ReferenceCac
 
 @dataclasses.dataclass
 class RunResult:
-    output_dir: Path
+    output_dir: paths.Path
     steps: int
     final_train: dict[str, float]
     final_eval: dict[str, float]
-    hf_dir: Path | None
+    hf_dir: paths.Path | None
     skipped_steps: list[int] = dataclasses.field(default_factory=list)
     config_fingerprint: str = ""
 
@@ -167,7 +167,7 @@ def train(cfg: RunConfig) -> RunResult:
         return _train_locked(cfg, mesh, row_multiple, lock)
 
 
-def _resume_or_start(cfg: RunConfig, ckpt: Checkpointer, target, data_digest: str, out: Path):
+def _resume_or_start(cfg: RunConfig, ckpt: Checkpointer, target, data_digest: str, out: paths.Path):
     """(restored step, state, extras, note): the newest good checkpoint when ``checkpoint.resume`` and its
     stored config and data match (else `ResumeMismatch`), or None after clearing an earlier run's
     checkpoints when the run starts afresh."""
@@ -215,7 +215,7 @@ def _eval_line(step: int, metrics: dict[str, float]) -> str:
 
 
 def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> RunResult:
-    out = Path(cfg.output_dir)
+    out = paths.as_path(cfg.output_dir)
     is_main = jax.process_index() == 0
     notes = [lock.stale] if lock.stale else []
     tokenizer = build_tokenizer(cfg)
@@ -352,7 +352,7 @@ def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> Run
             from rdpo_jax.train.plots import plot_runs
 
             with writing(out / "curves.png"):
-                plot_runs({cfg.name: out / "metrics.jsonl"}, out / "curves.png")
+                plot_runs({cfg.name: out / METRICS_FILE}, out / "curves.png")
     return RunResult(out, step, last, final_eval, hf_dir, skipped, run_fp)
 
 
@@ -373,7 +373,7 @@ def evaluate(cfg: RunConfig, eval_fn, params, ref_params, rows, batcher: LocalBa
     return {k: v / max(count, 1.0) for k, v in sums.items()} | {"count": count}
 
 
-def _reference_caches(cfg, graphdef, ref_params, data, batcher, mesh, out: Path) -> dict[str, ReferenceCache]:
+def _reference_caches(cfg, graphdef, ref_params, data, batcher, mesh, out: paths.Path) -> dict[str, ReferenceCache]:
     """The frozen reference's sums for the train and eval rows: read from
     ``<output_dir>/reference_cache_<split>.npz`` when it exists (its fingerprint of model, tokenised data and
     settings must match, else `ReferenceCacheMismatch`), else one pass in canonical order, saved there."""
@@ -406,12 +406,12 @@ def _reference_caches(cfg, graphdef, ref_params, data, batcher, mesh, out: Path)
     return caches
 
 
-def _export(cfg: RunConfig, graphdef, params, tokenizer, out: Path) -> Path:
+def _export(cfg: RunConfig, graphdef, params, tokenizer, out: paths.Path) -> paths.Path:
     """``<output_dir>/final/hf``: the trained policy as a transformers-loadable directory, with the tokenizer."""
     hf_dir = out / "final" / "hf"
     model = nnx.merge(graphdef, params)
-    with writing(hf_dir, "export the model to"):
-        save_hf(model, hf_dir)
+    with writing(hf_dir, "export the model to"), paths.local_copy(hf_dir) as local:
+        save_hf(model, local)
         if jax.process_index() == 0:
-            tokenizer.save_pretrained(str(hf_dir))
+            tokenizer.save_pretrained(local)
     return hf_dir
