@@ -15,3 +15,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_default(tmp_path_factory):
+    """The README's main job in its fast form (SFT, then RDPO and DPO from it): (root, summary table).
+    Trained once for the whole session, also across pytest-xdist workers (a file lock in their shared base
+    directory: the first worker trains, the others wait and reuse it); the analysis command tests and the
+    notebook analyse its checkpoints."""
+    from filelock import FileLock
+
+    from rdpo_jax.tiny import run_tiny
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's, seen by all workers
+    root = shared / "tiny_default"
+    with FileLock(str(shared / "tiny_default.lock")):
+        if not (root / "summary.json").exists():
+            run_tiny(root, fast=True)
+    return root, json.loads((root / "summary.json").read_text())

@@ -133,14 +133,16 @@ def test_constant_and_vacuous_rationales_give_contrasts_covering_zero(colour_mod
     parity pairs the model cannot judge: neither carries information about which response is better, so in at
     least 19 of 20 held-out sets every contrast's interval covers 0 (17 of 20 before the bootstrap refitted the
     temperature); shuffling a constant rationale changes nothing: an exact 0, flagged as at its boundary."""
+    n, sets = 128, 20
+    examples = [dataclasses.replace(e, rationale="the response above is better")
+                for seed in range(sets) for e in SyntheticTask(task="parity").examples(n, seed=1000 + seed)]
+    lp = rationale_logps(colour_model, tok, examples, template="conversational", batch_size=256,
+                         conditions=("rationale", "vacuous", "shuffled"))  # a constant, shuffled, is itself
     covered, flagged = 0, 0
-    for seed in range(20):
-        examples = [dataclasses.replace(e, rationale="the response above is better")
-                    for e in SyntheticTask(task="parity").examples(128, seed=1000 + seed)]
-        lp = rationale_logps(colour_model, tok, examples, template="conversational",
-                             conditions=("rationale", "vacuous", "shuffled"))
-        est = swap_information(lp.delta(), "fit", vacuous=lp.delta("vacuous"), shuffled=lp.delta("shuffled"),
-                               n_boot=1000, seed=seed)
+    for seed in range(sets):
+        part = slice(seed * n, (seed + 1) * n)
+        est = swap_information(lp.delta()[part], "fit", vacuous=lp.delta("vacuous")[part],
+                               shuffled=lp.delta("shuffled")[part], n_boot=1000, seed=seed)
         covered += all(c.contains(0.0) for c in est.contrasts.values())
         flagged += est.contrasts["rationale - shuffled"].boundary in (ZERO_WIDTH, PINNED)
     print(f"\nconstant vs vacuous: contrasts cover 0 in {covered} of 20 held-out sets")

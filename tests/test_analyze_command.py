@@ -13,8 +13,9 @@ from rdpo_jax.models import load_hf
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_models(tmp_path_factory.mktemp("tiny_analysis"), sft_steps=40, pref_steps=8)
+def tiny(tiny_default):
+    """The session's tiny SFT / RDPO / DPO checkpoints (tiny_models finds them and trains nothing)."""
+    return tiny_models(tiny_default[0])
 
 
 def test_analyze_report_matches_library(tiny, tmp_path):

@@ -8,11 +8,11 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_executes(path, tmp_path, monkeypatch):
+def test_notebook_executes(path, tmp_path, monkeypatch, tiny_default):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    monkeypatch.setenv("RDPO_TINY_ROOT", str(tmp_path / "tiny"))
+    monkeypatch.setenv("RDPO_TINY_ROOT", str(tiny_default[0]))  # the session's tiny checkpoints: none trained
     monkeypatch.setenv("RDPO_NB_SFT_STEPS", "40")
     monkeypatch.setenv("RDPO_NB_PREF_STEPS", "8")
     monkeypatch.setenv("MPLBACKEND", "Agg")

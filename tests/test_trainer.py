@@ -23,15 +23,6 @@ SMALL = ["data.synthetic.n_train=64", "data.synthetic.n_eval=16", "train.global_
          "train.loss=dpo", "train.loss_kwargs={beta: 0.5}"]
 
 
-@pytest.fixture(scope="session")
-def tiny_default(tmp_path_factory):
-    """The README's main job in its fast form, trained once per test session."""
-    from rdpo_jax.tiny import run_tiny
-
-    root = tmp_path_factory.mktemp("tiny")
-    return root, run_tiny(root, fast=True)
-
-
 def test_tiny_default_learns(tiny_default):
     _, table = tiny_default
     for name in ("rdpo", "dpo"):
@@ -76,6 +67,12 @@ def test_nan_policy_never_checkpoints_a_nan(tmp_path, policy):
         result = train(cfg)
         assert result.steps == 4
         assert result.final_train["finite"] == 0.0
+        # step 1 applied (params ~1e30), steps 2-4 skipped; summary.json stays strict JSON (NaN -> null)
+        def refuse(name):
+            raise AssertionError(f"summary.json holds {name}, which is not JSON")
+        summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+        assert summary["skipped_steps"] == [2, 3, 4] and summary["applied_steps"] == 1
+        assert None in summary["train"].values()
     ckpt = Checkpointer(tmp_path / "checkpoints")
     steps = ckpt.all_steps()
     assert steps and (max(steps) == 1 if policy == "error" else max(steps) == 4)
