@@ -78,7 +78,7 @@ def test_rationale_column_under_another_name_is_an_error_until_mapped(tmp_path):
     assert data.rationales["train"] == {"pairs": 32, "with_rationale": 32}
 
 
-def test_some_pairs_without_rationale_error_or_train_masked(tmp_path):
+def test_some_pairs_without_rationale_error_or_train_masked(tmp_path, capsys):
     rows = _pairs(40, rationale=lambda i: f"{2 * i} is {i} + {i}." if i % 2 else None)
     path = _jsonl(tmp_path / "half.jsonl", rows)
     base = TEXT + [f"output_dir={tmp_path / 'run'}", f"data.source={path}", "data.eval_fraction=0.2",
@@ -86,6 +86,9 @@ def test_some_pairs_without_rationale_error_or_train_masked(tmp_path):
     with pytest.raises(MissingRationales, match=r"but \d+ of the 32 train pairs .* have none.*missing_rationale=mask"):
         train(load_config(None, base))
     result = train(load_config(None, base + ["data.missing_rationale=mask", "train.max_steps=2"]))
+    printed = capsys.readouterr().out
+    assert f"{path} [train]: 40 rows read, 40 kept, 0 skipped" in printed  # the data report, printed and saved
+    assert _strict_json(tmp_path / "run" / "data_report.json")["reports"]["train"]["n_kept"] == 40
     summary = _strict_json(tmp_path / "run" / "summary.json")
     have = summary["rationales"]["train"]["with_rationale"]
     assert summary["rationales"]["train"]["pairs"] == 32 and 10 < have < 22
@@ -216,6 +219,7 @@ def test_max_steps_beyond_the_data_is_an_error_and_cosine_spans_the_real_run(tmp
                                      "train.epochs=2", "train.eval_every=4"]))
     printed = capsys.readouterr().out
     assert f"replaced a stale run lock of pid {dead.stdout.strip()}" in printed and "that process is gone" in printed
+    assert "train rows: 32 pairs tokenised; truncated: none" in printed  # the data report, printed
     assert not (tmp_path / "b" / "run.lock.json").exists()  # released at the end
     records = read_metrics(tmp_path / "b" / "metrics.jsonl")
     assert [r["step"] for r in records if r["split"] == "eval"] == [4, 8]  # the final evaluation once
@@ -280,3 +284,16 @@ def test_command_line_prints_project_errors_without_a_traceback(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "rdpo-jax train: ConfigError: train.loss_kwargs.beta" in bad.stderr
+
+
+def test_non_finite_pairs_are_named_with_their_source_rows():
+    from types import SimpleNamespace
+
+    from rdpo_jax.train.trainer import _nonfinite_pairs
+
+    data = SimpleNamespace(train_source_rows=[10, 11, 12, 13, 14, 15, 16, 17])
+    flags = np.array([[True, False, True], [True, True, False]])
+    index = np.array([[0, 3, 5], [6, 7, -1]])  # positions in the training rows; -1: a padded slot
+    named = _nonfinite_pairs(flags, index, data, "pairs.jsonl")
+    assert named == " at 1 pair(s): training pair 3 (row 13 of pairs.jsonl)"
+    assert _nonfinite_pairs(None, index, data, "x") == ""

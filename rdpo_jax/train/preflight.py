@@ -26,8 +26,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"
 
 
 def tokenizer_spec(cfg: RunConfig) -> tuple[str, str]:
-    """(tokenizer name or directory, the key it comes from): ``data.tokenizer``, else the model's own
-    directory (``model.init_from``, then ``model.source``), else the synthetic tokenizer of the tiny model."""
+    """(tokenizer name or directory, the key it comes from): ``data.tokenizer``, else the directory of
+    ``model.source``, else (the tiny model) the synthetic tokenizer."""
     if cfg.data.tokenizer is not None:
         return cfg.data.tokenizer, "data.tokenizer"
     if cfg.model.source == "tiny":
