@@ -24,9 +24,11 @@ def _cmd_info(argv: Sequence[str]) -> int:
     return 0
 
 
-def _cmd_train(argv: Sequence[str]) -> int:
-    """Train with a YAML config and dotted key=value overrides (rdpo-jax train CONFIG [key=value ...])."""
-    ap = argparse.ArgumentParser(prog="rdpo-jax train", description=_cmd_train.__doc__)
+def _load_run_config(prog: str, description: str, argv: Sequence[str]):
+    """The resolved config of ``prog [CONFIG.yaml] [key=value ...]`` (argparse: ``--help`` lists both)."""
+    ap = argparse.ArgumentParser(prog=prog, description=description,
+                                 epilog="Keys and accepted values: docs/configuration.md, or `rdpo-jax config` "
+                                        "to print the resolved config.")
     ap.add_argument("config", nargs="?", help="YAML config (omit for the built-in defaults)")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.loss=dpo optim.lr=5e-7")
     args = ap.parse_args(argv)
@@ -35,21 +37,34 @@ def _cmd_train(argv: Sequence[str]) -> int:
         config, overrides = None, [config, *overrides]
     from rdpo_jax.config_loader import load_config
 
-    cfg = load_config(config, overrides)
+    return load_config(config, overrides)
+
+
+def format_eval(metrics: dict[str, float], step: int) -> str:
+    """One line of the final held-out metrics: ``final eval (step N): key value, ...`` (sorted keys)."""
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
+    return f"final eval (step {step}): {shown}" if metrics else f"final eval (step {step}): no held-out data"
+
+
+def _cmd_train(argv: Sequence[str]) -> int:
+    """Train with a YAML config and dotted key=value overrides (rdpo-jax train CONFIG [key=value ...])."""
+    cfg = _load_run_config("rdpo-jax train", _cmd_train.__doc__, argv)
     from rdpo_jax.train.distributed import initialize_distributed
 
     initialize_distributed(cfg.distributed)
     from rdpo_jax.train.trainer import train
 
     result = train(cfg)
+    print(format_eval(result.final_eval, result.steps))
     skipped = f" ({len(result.skipped_steps)} skipped: {result.skipped_steps})" if result.skipped_steps else ""
     print(f"done: {result.steps} steps{skipped}; outputs in {result.output_dir}")
     return 0
 
 
 def _cmd_tiny(argv: Sequence[str]) -> int:
-    """The built-in tiny default on CPU: SFT on the synthetic task, then RDPO and DPO; prints held-out
-    rewards/accuracies and the oracle's win rate of each against SFT."""
+    """The built-in tiny default on CPU: SFT on the synthetic task, then RDPO and DPO from it.
+
+    Prints held-out rewards/accuracies and the oracle's win rate of each against SFT."""
     ap = argparse.ArgumentParser(prog="rdpo-jax tiny", description=_cmd_tiny.__doc__)
     ap.add_argument("--root", default="runs/tiny", help="output directory (default runs/tiny)")
     ap.add_argument("--fast", action="store_true", help="smaller data and fewer steps (about a minute)")
@@ -72,13 +87,23 @@ def _cmd_analyze(argv: Sequence[str]) -> int:
 
 def _cmd_config(argv: Sequence[str]) -> int:
     """Validate a config (with overrides) and print it resolved: rdpo-jax config [CONFIG] [key=value ...]."""
-    from rdpo_jax.config_loader import cmd_config
+    cfg = _load_run_config("rdpo-jax config", _cmd_config.__doc__, argv)
+    from rdpo_jax.config_loader import dump_config
 
-    return cmd_config(argv)
+    print(dump_config(cfg), end="")
+    return 0
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"info": _cmd_info, "train": _cmd_train, "tiny": _cmd_tiny,
                                                        "analyze": _cmd_analyze, "config": _cmd_config}
+
+
+def usage() -> str:
+    """``rdpo-jax --help``: every command with the first line of what it does."""
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {fn.__doc__.split(chr(10))[0]}" for name, fn in COMMANDS.items()]
+    return "\n".join(["usage: rdpo-jax {" + ",".join(COMMANDS) + "} [args...]", "", "commands:", *lines, "",
+                      "rdpo-jax <command> --help lists that command's arguments and options."])
 
 
 CPU_SAFE_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
@@ -92,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["XLA_FLAGS"] = f"{flags} {CPU_SAFE_FLAG}".strip()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: rdpo-jax {" + ",".join(COMMANDS) + "} [args...]")
+        print(usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

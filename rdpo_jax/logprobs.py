@@ -1,4 +1,4 @@
-"""Token and sequence log-probs: the only bridge between models and losses (spec section 1).
+"""Token and sequence log-probs: the only bridge between models and losses (docs/spec.md section 1).
 
 Targets convention: `targets[b, t]` is the token predicted from position t (already shifted) and
 `loss_mask[b, t]` says whether it is scored. Per-token log-probs are float32 whatever the compute dtype.
@@ -7,6 +7,9 @@ Targets convention: `targets[b, t]` is the token predicted from position t (alre
 blocked over the vocabulary, with an online logsumexp and a custom VJP, so that neither the forward nor
 the backward pass ever holds [B, T, V] float32 logits (the plain path needs about 16 GiB of temporaries
 at B=16, T=1024, V=128,256; see benchmarks/bench_logprob_head.py).
+
+`row_token_logps` runs a model on a row batch (`rdpo_jax.batch`) and `pair_sums` gathers its scored tokens
+into per-pair, per-role sums: training, the reference cache and the analysis all score through these two.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from rdpo_jax.batch import NUM_ROLES
 
 Array = jax.Array
 HEAD_LAYOUTS = ("dv", "vd")
@@ -213,3 +218,25 @@ def segment_logps(token_logps: Array, loss_mask: Array, segment_ids: Array,
     sums = jnp.einsum("bts,bt->bs", onehot.astype(jnp.float32), values,
                       precision=jax.lax.Precision.HIGHEST)
     return sums, onehot.sum(1).astype(jnp.int32)
+
+
+def row_token_logps(model, rows: dict[str, Array], block_size: int = DEFAULT_BLOCK_SIZE) -> Array:
+    """log pi(targets | row prefix) [N, T] float32 of a row batch: the model's final hidden states (with the
+    rows' positions, padding and optional tree mask) -> the blocked LM head (`token_logps_from_hidden`)."""
+    hidden = model(rows["input_ids"], rows.get("attention_mask"), positions=rows["positions"],
+                   attn_mask=rows.get("attn_mask"), return_hidden=True)
+    head, layout = model.lm_head_weight()
+    return token_logps_from_hidden(hidden, head, rows["targets"], block_size=block_size, layout=layout)
+
+
+def pair_sums(token_lp: Array, rows: dict[str, Array], num_pairs: int) -> tuple[Array, Array]:
+    """Per-pair, per-role sums and counts [P, 3] of scored token log-probs [N, T]:
+    ``sums[p, role] = sum over rows n, slots s with slot_pair[n, s] = p and slot_role[n, s] = role of
+    sum_t loss_mask[n, t] [score_slot[n, t] = s] token_lp[n, t]`` (unused slots, -1, add to nothing)."""
+    n_slots = rows["slot_pair"].shape[-1]
+    sums, counts = segment_logps(token_lp, rows["loss_mask"], rows["score_slot"], n_slots)
+    valid = (rows["slot_pair"] >= 0) & (rows["slot_role"] >= 0)
+    index = jnp.where(valid, rows["slot_pair"] * NUM_ROLES + rows["slot_role"], num_pairs * NUM_ROLES).reshape(-1)
+    out_sums = jax.ops.segment_sum(sums.reshape(-1), index, num_segments=num_pairs * NUM_ROLES)
+    out_counts = jax.ops.segment_sum(counts.reshape(-1), index, num_segments=num_pairs * NUM_ROLES)
+    return out_sums.reshape(num_pairs, NUM_ROLES), out_counts.reshape(num_pairs, NUM_ROLES)

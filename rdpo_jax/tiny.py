@@ -96,3 +96,23 @@ def format_table(table: dict[str, Any]) -> str:
                      f"{r['wins']}W/{r['ties']}T/{r['losses']}L")
     lines.append(f"{'sft':<6} {table['sft']['steps']:>5}  eval nll {table['sft']['eval/nll_loss']:.3f}")
     return "\n".join(lines)
+
+
+def tiny_models(root: str | Path, *, sft_steps: int = 60, pref_steps: int = 16) -> dict[str, Path]:
+    """Short SFT -> RDPO and DPO runs of the built-in tiny preset (:func:`tiny_configs`, fast
+    settings, ``sft_steps`` / ``pref_steps`` steps, with as many epochs as they need) unless
+    ``<root>/{sft,rdpo,dpo}/final/hf`` exist; returns those directories."""
+    from rdpo_jax.train.trainer import train
+
+    root = Path(root)
+    dirs = {name: root / name / "final" / "hf" for name in ("sft", "rdpo", "dpo")}
+    if all((d / "config.json").exists() for d in dirs.values()):
+        return dirs
+    for name, cfg in tiny_configs(root, fast=True).items():
+        steps = sft_steps if name == "sft" else pref_steps
+        per_epoch = cfg.data.synthetic.n_train // cfg.train.global_batch_size
+        epochs = max(cfg.train.epochs, -(-steps // per_epoch))  # enough passes for `steps`
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, epochs=epochs),
+                                  logging=dataclasses.replace(cfg.logging, tensorboard=False, plot=False))
+        train(cfg)
+    return dirs

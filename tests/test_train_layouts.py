@@ -14,7 +14,8 @@ from rdpo_jax.data import (
     three_row_batch,
     tokenize_examples,
 )
-from rdpo_jax.train.batches import stack_micro_batches, step_inputs
+from rdpo_jax.batch import step_inputs
+from rdpo_jax.train.batches import stack_micro_batches
 from rdpo_jax.train.objectives import PreferenceObjective
 from rdpo_jax.train.step import make_loss_and_grads, split_model
 from tests.train_helpers import tiny_model

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rdpo_jax.cli import format_eval
+from rdpo_jax.cli import main as cli_main
 from rdpo_jax.config_loader import ConfigError, load_config
 from rdpo_jax.data import synthetic_tokenizer
 from rdpo_jax.train.checkpoint import Checkpointer
@@ -85,8 +87,14 @@ def test_some_pairs_without_rationale_error_or_train_masked(tmp_path, capsys):
                    "data.fields.rationale=why"]
     with pytest.raises(MissingRationales, match=r"but \d+ of the 32 train pairs .* have none.*missing_rationale=mask"):
         train(load_config(None, base))
-    result = train(load_config(None, base + ["data.missing_rationale=mask", "train.max_steps=2"]))
+    capsys.readouterr()
+    assert cli_main(["train", *base, "data.missing_rationale=mask", "train.max_steps=2"]) == 0  # the command line
     printed = capsys.readouterr().out
+    final_eval = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["split"] == "eval"][-1]
+    assert final_eval["step"] == 2
+    shown = {k: v for k, v in final_eval.items() if k not in ("step", "split", "time")}
+    assert format_eval(shown, 2) in printed and f"{final_eval['loss']:.4g}" in printed  # eval printed as logged
+    assert "done: 2 steps" in printed
     assert f"{path} [train]: 40 rows read, 40 kept, 0 skipped" in printed  # the data report, printed and saved
     assert _strict_json(tmp_path / "run" / "data_report.json")["reports"]["train"]["n_kept"] == 40
     summary = _strict_json(tmp_path / "run" / "summary.json")
@@ -94,7 +102,7 @@ def test_some_pairs_without_rationale_error_or_train_masked(tmp_path, capsys):
     assert summary["rationales"]["train"]["pairs"] == 32 and 10 < have < 22
     assert summary["rationales"]["missing_rationale"] == "mask"
     assert any(f"{32 - have} of 32 train pairs have no rationale" in n for n in summary["notes"])
-    assert result.steps == 2 and np.isfinite(result.final_train["loss"])
+    assert np.isfinite([r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]).all()
 
 
 # ---------------------------------------------------------------------------------------------- held-out data

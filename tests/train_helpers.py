@@ -1,5 +1,5 @@
 """Test helpers: a tiny random model and hand-built three-row batches of random tokens (independent of
-the library's tokenisation code), in the row contract of rdpo_jax.train.objectives."""
+the library's tokenisation code), in the row contract of rdpo_jax.batch."""
 import numpy as np
 from flax import nnx
 

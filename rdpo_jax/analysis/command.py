@@ -20,21 +20,21 @@ from typing import Any
 
 from rdpo_jax.files import write_json
 
-__all__ = ["analyze", "main", "synthetic_set", "tiny_models"]
+__all__ = ["analyze", "main", "synthetic_set"]
 
 
-def synthetic_set(task: str = "colour", *, u: float = 0.0, eps: float = 0.0, eta: float = 0.0,
-                  wording: str = "content", parity_bits: int = 3, rationale_follows: str = "label", n: int = 256,
-                  seed: int = 1):
-    """(examples, kinds, shannon dict) of a held-out synthetic set (``SyntheticTask.sample``)."""
+def synthetic_set(task: str = "colour", *, n: int = 256, seed: int = 1, **task_fields: Any):
+    """(examples, kinds, shannon dict) of a held-out synthetic set: ``n`` pairs of
+    ``SyntheticTask(task=task, **task_fields)`` (its fields and defaults: u, eps, eta, wording, parity_bits,
+    rationale_follows) drawn with ``seed``."""
+    import dataclasses
+
     from rdpo_jax.data import SyntheticTask
 
-    t = SyntheticTask(task=task, u=u, eps=eps, eta=eta, wording=wording, parity_bits=parity_bits,
-                      rationale_follows=rationale_follows)
+    t = SyntheticTask(task=task, **task_fields)
     pairs = t.sample(n, seed=seed)
     shannon = {"I(W;V)": t.information(), "I(W;V|C)": t.conditional_information(),
-               "task": {"task": task, "u": u, "eps": eps, "eta": eta, "wording": wording,
-                        "parity_bits": parity_bits, "rationale_follows": rationale_follows, "n": n, "seed": seed}}
+               "task": {**dataclasses.asdict(t), "n": n, "seed": seed}}
     return [p.example for p in pairs], [p.kind for p in pairs], shannon
 
 
@@ -131,6 +131,25 @@ def _summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_SYNTHETIC_FIELDS = ("task", "u", "eps", "eta", "wording", "parity_bits", "rationale_follows")
+_SYNTHETIC_HELP = {"rationale_follows": "synthetic rationales argue for the labelled (chosen) or the oracle's "
+                                        "better response"}
+
+
+def _synthetic_options(ap: argparse.ArgumentParser) -> None:
+    """--task, --u, ... : the fields of `SyntheticTask`, with its defaults and accepted values."""
+    import dataclasses
+
+    from rdpo_jax.data import synthetic
+
+    choices = {"task": synthetic.TASKS, "wording": synthetic.WORDINGS,
+               "rationale_follows": synthetic.RATIONALE_FOLLOWS}
+    for f in dataclasses.fields(synthetic.SyntheticTask):
+        if f.name in _SYNTHETIC_FIELDS:
+            ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                            choices=choices.get(f.name), help=_SYNTHETIC_HELP.get(f.name, "synthetic task"))
+
+
 def main(argv: Sequence[str]) -> int:
     """Compute E1-E3 from checkpoints on a held-out set; write report.json and PNG plots."""
     ap = argparse.ArgumentParser(prog="rdpo-jax analyze", description=main.__doc__)
@@ -143,14 +162,7 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--data", default="synthetic", help="'synthetic' or a source / file the data layer loads")
     ap.add_argument("--split", default="test")
     ap.add_argument("--n", type=int, default=256, help="number of held-out pairs (synthetic; cap otherwise)")
-    ap.add_argument("--task", default="colour", choices=["colour", "parity"])
-    ap.add_argument("--u", type=float, default=0.0)
-    ap.add_argument("--eps", type=float, default=0.0)
-    ap.add_argument("--eta", type=float, default=0.0)
-    ap.add_argument("--wording", default="content", choices=["content", "leaky"])
-    ap.add_argument("--parity-bits", type=int, default=3)
-    ap.add_argument("--rationale-follows", default="label", choices=["label", "truth"],
-                    help="synthetic rationales argue for the labelled (chosen) or the oracle's better response")
+    _synthetic_options(ap)
     ap.add_argument("--seed", type=int, default=1, help="seed of the synthetic held-out set")
     ap.add_argument("--tokenizer", help="'synthetic', a name or a directory (default: the checkpoint's)")
     ap.add_argument("--template", default="official", choices=["official", "conversational"])
@@ -164,10 +176,8 @@ def main(argv: Sequence[str]) -> int:
     args = ap.parse_args(argv)
     temperature = args.temperature if args.temperature == "fit" else float(args.temperature)
     if args.data == "synthetic":
-        examples, kinds, shannon = synthetic_set(args.task, u=args.u, eps=args.eps, eta=args.eta,
-                                                 wording=args.wording, parity_bits=args.parity_bits,
-                                                 rationale_follows=args.rationale_follows, n=args.n,
-                                                 seed=args.seed)
+        fields = {f: getattr(args, f) for f in _SYNTHETIC_FIELDS}
+        examples, kinds, shannon = synthetic_set(n=args.n, seed=args.seed, **fields)
     else:
         from rdpo_jax.data import load_preferences
 
@@ -182,26 +192,3 @@ def main(argv: Sequence[str]) -> int:
     print(_summary(report))
     print(f"report: {Path(args.out) / 'report.json'}; plots: {', '.join(report.get('plots', []))}")
     return 0
-
-
-def tiny_models(root: str | Path, *, sft_steps: int = 60, pref_steps: int = 16) -> dict[str, Path]:
-    """Short SFT -> RDPO and DPO runs of the built-in tiny preset (:func:`rdpo_jax.tiny.tiny_configs`, fast
-    settings, ``sft_steps`` / ``pref_steps`` steps, with as many epochs as they need) unless
-    ``<root>/{sft,rdpo,dpo}/final/hf`` exist; returns those directories."""
-    import dataclasses
-
-    from rdpo_jax.tiny import tiny_configs
-    from rdpo_jax.train.trainer import train
-
-    root = Path(root)
-    dirs = {name: root / name / "final" / "hf" for name in ("sft", "rdpo", "dpo")}
-    if all((d / "config.json").exists() for d in dirs.values()):
-        return dirs
-    for name, cfg in tiny_configs(root, fast=True).items():
-        steps = sft_steps if name == "sft" else pref_steps
-        per_epoch = cfg.data.synthetic.n_train // cfg.train.global_batch_size
-        epochs = max(cfg.train.epochs, -(-steps // per_epoch))  # enough passes for `steps`
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, epochs=epochs),
-                                  logging=dataclasses.replace(cfg.logging, tensorboard=False, plot=False))
-        train(cfg)
-    return dirs

@@ -37,12 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rdpo_jax.batch import empty_rows
 from rdpo_jax.data import PreferenceExample, TruncationConfig, rationale_messages, tokenize_examples
-from rdpo_jax.data.batching import Buckets
+from rdpo_jax.data.batching import Buckets, pad_id_for
 from rdpo_jax.data.chat import encode_chat
 from rdpo_jax.data.rows import split_completion
 from rdpo_jax.data.synthetic import VACUOUS_RATIONALE, shuffle_rationales
-from rdpo_jax.logprobs import DEFAULT_BLOCK_SIZE
+from rdpo_jax.logprobs import DEFAULT_BLOCK_SIZE, row_token_logps
 
 from .leakage import DEFAULT_MASK_TOKEN, mask_rationale, mask_words_for
 
@@ -55,16 +56,7 @@ _DEFAULT_TRUNCATION = TruncationConfig()
 CONDITIONS = ("rationale", "vacuous", "shuffled", "rationale_masked", "vacuous_masked", "shuffled_masked")
 
 
-def _pad_id(tokenizer: Any) -> int:
-    for i in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if i is not None:
-            return int(i)
-    return 0
-
-
 def _forward_fn(graphdef, block_size: int):
-    from rdpo_jax.train.objectives import row_token_logps
-
     @jax.jit
     def fn(params, rows):
         model = nnx.merge(graphdef, params)
@@ -107,11 +99,8 @@ def score_sequences(model, seqs: Sequence[tuple[Sequence[int], ...]], *, pad_id:
     for start in range(0, len(seqs), batch_size):
         idx = order[start:start + batch_size]
         t = buckets.fit(max(lengths[i] for i in idx))
-        rows = {"input_ids": np.full((batch_size, t), pad_id, np.int32),
-                "positions": np.tile(np.arange(t, dtype=np.int32), (batch_size, 1)),
-                "attention_mask": np.zeros((batch_size, t), np.int32),
-                "targets": np.full((batch_size, t), pad_id, np.int32),
-                "loss_mask": np.zeros((batch_size, t), bool)}
+        rows = empty_rows(batch_size, t, 1, pad_id)
+        rows["positions"][:] = np.arange(t)
         for j, i in enumerate(idx):
             c, y, *scored = seqs[i]
             ids = list(c) + list(y)
@@ -267,7 +256,7 @@ def rationale_logps(model, tokenizer, examples: Sequence[PreferenceExample], *, 
             keys += [(c, "forward", i), (c, "backward", i)]
         seqs.append((blank, completion(texts["rationale"][i])))
         keys.append(("rationale", "blank", i))
-    sums, counts = score_sequences(model, seqs, pad_id=_pad_id(tokenizer), batch_size=batch_size,
+    sums, counts = score_sequences(model, seqs, pad_id=pad_id_for(tokenizer), batch_size=batch_size,
                                    block_size=block_size)
     n = len(capped)
     out = {"forward": {c: np.zeros(n) for c in conditions}, "backward": {c: np.zeros(n) for c in conditions},
@@ -290,7 +279,7 @@ def response_logps(model, tokenizer, examples: Sequence[PreferenceExample], *,
     seqs = []
     for row in res.rows:
         seqs += [(row.chosen.context, row.chosen.completion), (row.rejected.context, row.rejected.completion)]
-    sums, _ = score_sequences(model, seqs, pad_id=_pad_id(tokenizer), batch_size=batch_size,
+    sums, _ = score_sequences(model, seqs, pad_id=pad_id_for(tokenizer), batch_size=batch_size,
                               block_size=block_size)
     return sums[0::2], sums[1::2]
 

@@ -11,7 +11,7 @@ Public API:
   :func:`plugin_mutual_information`, :func:`shuffle_rationales`, :func:`synthetic_tokenizer`
 """
 
-from .batching import BatchPlan, Buckets, make_batch, packed_batch, pad_id_for, three_row_batch
+from .batching import BatchPlan, Buckets, make_batch, packed_batch, pad_id_for, rows_per_pair, three_row_batch
 from .chat import (
     LLAMA3_CHAT_TEMPLATE,
     MISTRAL_V1_CHAT_TEMPLATE,
@@ -84,6 +84,7 @@ __all__ = [
     "packed_batch",
     "packed_length",
     "pad_id_for",
+    "rows_per_pair",
     "prepare_messages",
     "rationale_messages",
     "render_chat",

@@ -6,15 +6,9 @@ counts as well, so a whole run compiles for at most ``len(lengths) * len(row_cou
 Padded tokens carry ``pad_id`` with ``attention_mask`` 0 and ``loss_mask`` False; padded pairs have
 ``pair_mask`` 0 (the global batch is always ``global_batch_size`` pairs).
 
-Both layouts produce the row-batch contract of :mod:`rdpo_jax.train.objectives` (numpy arrays; N rows of T
-tokens, S scoring slots per row, P pairs):
-
-- ``input_ids``, ``positions``, ``attention_mask``, ``targets``, ``score_slot`` int32 [N, T];
-  ``loss_mask`` bool [N, T] (``targets[n, t]`` is the token predicted from position t);
-- ``slot_pair``, ``slot_role`` int32 [N, S] (pair index, 0 chosen / 1 rejected / 2 rationale; -1 unused);
-- ``pair_mask`` bool [P], ``rationale_mask`` bool [P] (with rationales), ``example_index`` int32 [P]
-  (position of the pair in the input list, -1 for padding);
-- packed layout only: ``attn_mask`` bool [N, T, T] (the tree mask; pass as the model's ``attn_mask``).
+Both layouts produce the row-batch contract of :mod:`rdpo_jax.batch` (numpy arrays; N rows of T tokens, S
+scoring slots per row, P pairs), with ``attn_mask`` (the tree mask) in the packed layout only and
+``rationale_mask`` only with rationales.
 
 Three-row layout (:func:`three_row_batch`): rows pair-major (pair p: chosen, rejected[, rationale]),
 S = 1, N = P * roles. Packed layout (:func:`packed_batch`): packed rows with S = 3 * pairs_per_row, then one
@@ -28,6 +22,8 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+
+from rdpo_jax.batch import NUM_ROLES, TREE_MASK, UNUSED, Role, empty_rows, pad_rows
 
 from .packing import PackedRow, pack_rows, tree_attention_mask
 from .rows import TokenizedExample
@@ -66,43 +62,28 @@ class Buckets:
 
 def _sequence_rows(rows: Sequence[TokenizedExample], positions: Sequence[int], with_rationale: bool
                    ) -> list[PackedRow]:
+    """One row per sequence, pair-major (chosen, rejected[, rationale]); a missing rationale keeps an empty
+    row whose slot scores nothing, so every pair has the same number of rows."""
     out = []
     for p, ex in zip(positions, rows, strict=True):
         seqs = [ex.chosen, ex.rejected] + ([ex.rationale] if with_rationale else [])
-        for role, seq in enumerate(seqs):
+        for role, seq in zip(Role, seqs):
             row = PackedRow()
-            if seq is not None:
-                row.add_sequence(seq.context, seq.completion, 0, p)
-            row.roles = [role if seq is not None else -1]  # type: ignore[attr-defined]
-            row.examples = [p] if seq is not None else [-1]
+            if seq is None:
+                row.add_empty_slot()
+            else:
+                row.add_sequence(seq.context, seq.completion, p, role)
             out.append(row)
     return out
 
 
-def _pad_rows(rows: Sequence[PackedRow], *, t: int, n_rows: int, n_slots: int, pad_id: int,
-              with_attn_mask: bool) -> dict[str, np.ndarray]:
+def _row_arrays(rows: Sequence[PackedRow], *, t: int, n_rows: int, n_slots: int, pad_id: int,
+                with_attn_mask: bool) -> dict[str, np.ndarray]:
+    """The row keys of the contract (`rdpo_jax.batch`) for ``rows``, padded to ``n_rows`` x ``t`` tokens."""
     if len(rows) > n_rows:
         raise ValueError(f"{len(rows)} rows do not fit {n_rows} rows")
-    out = {
-        "input_ids": np.full((n_rows, t), pad_id, np.int32),
-        "positions": np.zeros((n_rows, t), np.int32),
-        "attention_mask": np.zeros((n_rows, t), np.int32),
-        "targets": np.full((n_rows, t), pad_id, np.int32),
-        "loss_mask": np.zeros((n_rows, t), bool),
-        "score_slot": np.zeros((n_rows, t), np.int32),
-        "slot_pair": np.full((n_rows, n_slots), -1, np.int32),
-        "slot_role": np.full((n_rows, n_slots), -1, np.int32),
-    }
-    if with_attn_mask:
-        out["attn_mask"] = np.zeros((n_rows, t, t), bool)
-    idx = np.arange(t)
-    for i in range(n_rows):
-        if i >= len(rows):
-            out["positions"][i] = idx
-            if with_attn_mask:
-                out["attn_mask"][i, idx, idx] = True
-            continue
-        r = rows[i]
+    out = empty_rows(len(rows), t, n_slots, pad_id, tree_mask=with_attn_mask)
+    for i, r in enumerate(rows):
         n = len(r)
         out["input_ids"][i, :n] = r.ids
         out["positions"][i, :n] = r.positions
@@ -111,21 +92,24 @@ def _pad_rows(rows: Sequence[PackedRow], *, t: int, n_rows: int, n_slots: int, p
         out["targets"][i, :n] = r.targets
         out["loss_mask"][i, :n] = r.loss_mask
         out["score_slot"][i, :n] = r.score_ids
-        roles = getattr(r, "roles", None)
-        for k, p in enumerate(r.examples):
-            for j in range(3 if roles is None else 1):
-                s = 3 * k + j if roles is None else k
-                out["slot_pair"][i, s] = p
-                out["slot_role"][i, s] = j if roles is None else roles[k]
+        for s, (pair, role) in enumerate(r.slots):
+            out["slot_pair"][i, s] = pair if role != UNUSED else UNUSED
+            out["slot_role"][i, s] = role if pair != UNUSED else UNUSED
         if with_attn_mask:
-            out["attn_mask"][i] = tree_attention_mask(r.parent, t)
-    return out
+            out[TREE_MASK][i] = tree_attention_mask(r.parent, t)
+    return pad_rows(out, n_rows=n_rows, length=t, n_slots=n_slots, pad_id=pad_id)
 
 
-def _pair_arrays(rows: Sequence[TokenizedExample], p: int, with_rationale: bool) -> dict[str, np.ndarray]:
+def _pair_arrays(rows: Sequence[TokenizedExample], p: int, with_rationale: bool,
+                 dataset_index: Sequence[int] | None) -> dict[str, np.ndarray]:
     n = len(rows)
+    pad = [UNUSED] * (p - n)
     out = {"pair_mask": np.arange(p) < n,
-           "example_index": np.array([r.index for r in rows] + [-1] * (p - n), np.int32)}
+           "example_index": np.array([r.index for r in rows] + pad, np.int32)}
+    if dataset_index is not None:
+        if len(dataset_index) != n:
+            raise ValueError(f"{len(dataset_index)} dataset indices for {n} pairs")
+        out["dataset_index"] = np.array(list(dataset_index) + pad, np.int32)
     if with_rationale:
         out["rationale_mask"] = np.array([r.rationale is not None for r in rows] + [False] * (p - n), bool)
     return out
@@ -136,22 +120,27 @@ def _check_size(rows: Sequence[TokenizedExample], global_batch_size: int) -> Non
         raise ValueError(f"{len(rows)} pairs do not fit a global batch of {global_batch_size}")
 
 
+def rows_per_pair(with_rationale: bool) -> int:
+    """Rows of one pair in the three-row layout: chosen and rejected, and the rationale when scored."""
+    return NUM_ROLES if with_rationale else NUM_ROLES - 1
+
+
 def three_row_batch(rows: Sequence[TokenizedExample], *, buckets: Buckets, global_batch_size: int,
-                    pad_id: int, with_rationale: bool = False) -> dict[str, np.ndarray]:
+                    pad_id: int, with_rationale: bool = False, dataset_index: Sequence[int] | None = None
+                    ) -> dict[str, np.ndarray]:
     """The three-row layout of ``rows`` padded to ``global_batch_size`` pairs (keys in the module doc)."""
     _check_size(rows, global_batch_size)
     seq_rows = _sequence_rows(rows, range(len(rows)), with_rationale)
     t = buckets.fit(max([len(r) for r in seq_rows] + [1]))
-    roles = 3 if with_rationale else 2
-    out = _pad_rows(seq_rows, t=t, n_rows=global_batch_size * roles, n_slots=1, pad_id=pad_id,
-                    with_attn_mask=False)
-    return {**out, **_pair_arrays(rows, global_batch_size, with_rationale)}
+    out = _row_arrays(seq_rows, t=t, n_rows=global_batch_size * rows_per_pair(with_rationale), n_slots=1,
+                      pad_id=pad_id, with_attn_mask=False)
+    return {**out, **_pair_arrays(rows, global_batch_size, with_rationale, dataset_index)}
 
 
 def packed_batch(rows: Sequence[TokenizedExample], *, buckets: Buckets, global_batch_size: int, pad_id: int,
-                 with_rationale: bool = False, pairs_per_row: int = 1,
-                 row_buckets: Buckets | None = None, row_multiple: int = 1) -> dict[str, np.ndarray]:
-    """The packed layout (spec section 3) of ``rows``; pairs that fail the prefix check or do not fit the
+                 with_rationale: bool = False, pairs_per_row: int = 1, row_buckets: Buckets | None = None,
+                 row_multiple: int = 1, dataset_index: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """The packed layout (docs/spec.md section 3) of ``rows``; pairs that fail the prefix check or do not fit the
     largest bucket get one row per sequence. N is the smallest of ``row_buckets`` (default ``row_multiple``
     times the powers of two, up to ``global_batch_size * roles`` rounded up to a multiple of ``row_multiple``)
     that holds the rows."""
@@ -159,16 +148,12 @@ def packed_batch(rows: Sequence[TokenizedExample], *, buckets: Buckets, global_b
     packed, fallback = pack_rows(rows, with_rationale=with_rationale, max_length=buckets.lengths[-1],
                                  pairs_per_row=pairs_per_row)
     all_rows = packed + _sequence_rows([rows[i] for i in fallback], fallback, with_rationale)
-    roles = 3 if with_rationale else 2
-    most = -(-global_batch_size * roles // row_multiple)
+    most = -(-global_batch_size * rows_per_pair(with_rationale) // row_multiple)
     row_buckets = row_buckets or Buckets(tuple(row_multiple * n for n in powers_of_two(1, most)))
     t = buckets.fit(max([len(r) for r in all_rows] + [1]))
-    out = _pad_rows(all_rows, t=t, n_rows=row_buckets.fit(max(len(all_rows), 1)), n_slots=3 * pairs_per_row,
-                    pad_id=pad_id, with_attn_mask=True)
-    out = {**out, **_pair_arrays(rows, global_batch_size, with_rationale)}
-    if not with_rationale:  # plain DPO packs no rationale slot
-        out["slot_role"] = np.where(out["slot_role"] == 2, -1, out["slot_role"])
-        out["slot_pair"] = np.where(out["slot_role"] < 0, -1, out["slot_pair"])
+    out = _row_arrays(all_rows, t=t, n_rows=row_buckets.fit(max(len(all_rows), 1)),
+                      n_slots=NUM_ROLES * pairs_per_row, pad_id=pad_id, with_attn_mask=True)
+    out = {**out, **_pair_arrays(rows, global_batch_size, with_rationale, dataset_index)}
     out["n_packed_rows"] = np.int32(len(packed))
     return out
 
@@ -185,14 +170,17 @@ class BatchPlan:
     pairs_per_row: int = 1
     row_multiple: int = 1  # packed layout: row counts are multiples of it (they split over the devices)
 
-    def __call__(self, rows: Sequence[TokenizedExample]) -> dict[str, np.ndarray]:
-        return make_batch(rows, self)
+    def __call__(self, rows: Sequence[TokenizedExample], dataset_index: Sequence[int] | None = None
+                 ) -> dict[str, np.ndarray]:
+        return make_batch(rows, self, dataset_index)
 
 
-def make_batch(rows: Sequence[TokenizedExample], plan: BatchPlan) -> dict[str, np.ndarray]:
-    """Lay out one global batch of pairs by ``plan``."""
+def make_batch(rows: Sequence[TokenizedExample], plan: BatchPlan, dataset_index: Sequence[int] | None = None
+               ) -> dict[str, np.ndarray]:
+    """Lay out one global batch of pairs by ``plan`` (``dataset_index``: the pairs' positions in the dataset
+    being iterated, carried as the ``dataset_index`` key)."""
     kw = dict(buckets=plan.buckets, global_batch_size=plan.global_batch_size, pad_id=plan.pad_id,
-              with_rationale=plan.with_rationale)
+              with_rationale=plan.with_rationale, dataset_index=dataset_index)
     if plan.layout == "three_row":
         return three_row_batch(rows, **kw)
     if plan.layout == "packed":

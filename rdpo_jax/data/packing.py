@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .rows import TokenizedExample
+from rdpo_jax.batch import NUM_ROLES, UNUSED, Role
 
-CHOSEN, REJECTED, RATIONALE = 0, 1, 2
+from .rows import TokenizedExample
 
 
 @dataclasses.dataclass
@@ -34,8 +34,9 @@ class PackedRow:
     """One unpadded packed row (numpy, length L).
 
     ids, parent (-1 root), positions, segment_ids (pair slot + 1), targets (token predicted from t),
-    loss_mask (bool), score_ids (3 k + j where scored, else 0) and, per pair slot, the position of its pair in
-    the list of rows being laid out (``examples``).
+    loss_mask (bool), score_ids (the scoring slot where scored, else 0) and, per scoring slot, the position of
+    its pair in the list of rows being laid out and its `Role` (``slots``; (-1, -1) for a slot that scores
+    nothing). A packed pair k owns slots 3 k + role; a plain sequence owns one slot.
     """
 
     ids: list[int] = dataclasses.field(default_factory=list)
@@ -45,7 +46,12 @@ class PackedRow:
     targets: list[int] = dataclasses.field(default_factory=list)
     loss_mask: list[bool] = dataclasses.field(default_factory=list)
     score_ids: list[int] = dataclasses.field(default_factory=list)
-    examples: list[int] = dataclasses.field(default_factory=list)
+    slots: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+
+    @property
+    def pairs(self) -> list[int]:
+        """Positions of the pairs this row holds (in order, each once)."""
+        return list(dict.fromkeys(p for p, _ in self.slots if p != UNUSED))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,38 +81,47 @@ class PackedRow:
         for j in range(len(idx) - 1):
             self._score(idx[j], tokens[j + 1], score_id)
 
-    def add_sequence(self, context: Sequence[int], completion: Sequence[int], slot: int, position: int) -> None:
-        """Append one plain sequence (a causal chain) whose completion is scored in ``slot``."""
+    def add_sequence(self, context: Sequence[int], completion: Sequence[int], position: int, role: Role) -> None:
+        """Append one plain sequence (a causal chain) whose completion is scored in a new slot, as ``role`` of
+        the pair at ``position``."""
+        slot = len(self.slots)
         ids = list(context) + list(completion)
         idx = self._chain(ids, -1, slot + 1)
         for j in range(max(len(context) - 1, 0), len(ids) - 1):
             self._score(idx[j], ids[j + 1], slot)
         self._continue(idx[: max(len(context) - 1, 0) + 1], ids, None)
-        self.examples.append(position)
+        self.slots.append((position, int(role)))
 
-    def add_pair(self, ex: TokenizedExample, with_rationale: bool) -> None:
-        """Append one pair's tree (requires ``ex.dpo_packable``, and ``ex.rdpo_packable`` with a rationale)."""
-        k = len(self.examples)
+    def add_empty_slot(self) -> None:
+        """A slot that scores nothing (a role the pair does not have, kept so rows stay pair-major)."""
+        self.slots.append((UNUSED, UNUSED))
+
+    def add_pair(self, ex: TokenizedExample, with_rationale: bool, position: int) -> None:
+        """Append the tree of the pair at ``position`` (requires ``ex.dpo_packable``, and ``ex.rdpo_packable``
+        with a rationale): slots 3 k + role for the row's k-th pair."""
+        k = len(self.slots) // NUM_ROLES
         seg = k + 1
+        base = NUM_ROLES * k
         x, yw, yl = ex.chosen.context, ex.chosen.completion, ex.rejected.completion
         xi = self._chain(x, -1, seg)
         self._continue(xi, x, None)
         ywi = self._chain(yw, xi[-1], seg)
-        self._score(xi[-1], yw[0], 3 * k + CHOSEN)
-        self._continue(ywi, yw, 3 * k + CHOSEN)
+        self._score(xi[-1], yw[0], base + Role.CHOSEN)
+        self._continue(ywi, yw, base + Role.CHOSEN)
         xl = self._chain([x[-1]], xi[-2] if len(xi) > 1 else -1, seg)  # x_last' at position |x| - 1
         yli = self._chain(yl, xl[0], seg)
-        self._score(xl[0], yl[0], 3 * k + REJECTED)
-        self._continue(yli, yl, 3 * k + REJECTED)
+        self._score(xl[0], yl[0], base + Role.REJECTED)
+        self._continue(yli, yl, base + Role.REJECTED)
         if with_rationale:
             f, r = ex.followup, ex.rationale.completion
             fi = self._chain(f, ywi[-1], seg)
             self._score(ywi[-1], f[0], None)
             self._continue(fi, f, None)
             ri = self._chain(r, fi[-1], seg)
-            self._score(fi[-1], r[0], 3 * k + RATIONALE)
-            self._continue(ri, r, 3 * k + RATIONALE)
-        self.examples.append(ex.index)
+            self._score(fi[-1], r[0], base + Role.RATIONALE)
+            self._continue(ri, r, base + Role.RATIONALE)
+        self.slots += [(position, Role.CHOSEN), (position, Role.REJECTED),
+                       (position, Role.RATIONALE) if with_rationale else (UNUSED, UNUSED)]
 
 
 def packed_length(ex: TokenizedExample, with_rationale: bool) -> int:
@@ -143,12 +158,11 @@ def pack_rows(rows: Sequence[TokenizedExample], *, with_rationale: bool, max_len
             fallback.append(i)
             continue
         n = packed_length(ex, with_rationale)
-        if cur.examples and (len(cur.examples) >= pairs_per_row or len(cur) + n > max_length):
+        if cur.slots and (len(cur.pairs) >= pairs_per_row or len(cur) + n > max_length):
             packed.append(cur)
             cur = PackedRow()
-        cur.add_pair(ex, with_rationale)
-        cur.examples[-1] = i
-    if cur.examples:
+        cur.add_pair(ex, with_rationale, i)
+    if cur.slots:
         packed.append(cur)
     return packed, fallback
 

@@ -1,24 +1,6 @@
-"""Training objectives over a row batch: the preference objective (any loss of the registry) and SFT.
-
-The row-batch contract (one micro-batch; N rows of T tokens, P pairs, S scoring slots per row):
-
-    input_ids       int   [N, T]
-    positions       int   [N, T]      position ids (packed rows restart / branch them)
-    attention_mask  0/1   [N, T]      padding (1 = real token)
-    attn_mask       bool  [N, T, T]   optional explicit tree mask of packed rows (replaces causal)
-    targets         int   [N, T]      token predicted from position t (already shifted)
-    loss_mask       bool  [N, T]      whether targets[n, t] is scored
-    score_slot      int   [N, T]      the row-local slot in [0, S) that a scored target belongs to
-    slot_pair       int   [N, S]      pair index in [0, P) of each slot (-1: unused slot)
-    slot_role       int   [N, S]      0 chosen, 1 rejected, 2 rationale (-1: unused)
-    pair_mask       bool  [P]         real pairs (False: padding)
-    rationale_mask  0/1   [P]         optional: pairs that have a rationale
-    ref_chosen, ref_rejected f32 [P]  optional: cached reference sums (no reference forward then)
-
-The three-row layout has one slot per row (chosen / rejected / rationale rows); the packed layout of spec
-section 3 has three slots per pair in one row, and several pairs per row repeat it. Either way the pair sums
-are ``sums[p, role] = sum over (n, s) with slot_pair = p, slot_role = role of the row-slot sums``, so the
-loss sees the same `SequenceLogps` whatever the layout. SFT rows need only the first six keys.
+"""Training objectives over a row batch (`rdpo_jax.batch`): the preference objective (any loss of the
+registry) and SFT. Both score through `rdpo_jax.logprobs` (`row_token_logps`, then `pair_sums` for pairs), so
+the loss sees the same `SequenceLogps` whatever the layout (three rows per pair, or packed trees).
 """
 from __future__ import annotations
 
@@ -29,7 +11,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rdpo_jax.logprobs import DEFAULT_BLOCK_SIZE, segment_logps, token_logps_from_hidden
+from rdpo_jax.batch import Role
+from rdpo_jax.logprobs import DEFAULT_BLOCK_SIZE, pair_sums, row_token_logps
 from rdpo_jax.losses import (
     LOSSES,
     REFERENCE_FREE,
@@ -39,30 +22,6 @@ from rdpo_jax.losses import (
     masked_pair_sums,
     pair_finite,
 )
-
-ROLE_CHOSEN, ROLE_REJECTED, ROLE_RATIONALE = 0, 1, 2
-ROW_KEYS = ("input_ids", "positions", "attention_mask", "targets", "loss_mask")
-SLOT_KEYS = ("score_slot", "slot_pair", "slot_role")
-
-
-def row_token_logps(model, rows: dict[str, jax.Array], block_size: int = DEFAULT_BLOCK_SIZE) -> jax.Array:
-    """log pi(targets | row prefix) [N, T] float32: model hidden states -> blocked LM head."""
-    hidden = model(rows["input_ids"], rows.get("attention_mask"), positions=rows["positions"],
-                   attn_mask=rows.get("attn_mask"), return_hidden=True)
-    head, layout = model.lm_head_weight()
-    return token_logps_from_hidden(hidden, head, rows["targets"], block_size=block_size, layout=layout)
-
-
-def pair_sums(token_lp: jax.Array, rows: dict[str, jax.Array], num_pairs: int) -> tuple[jax.Array, jax.Array]:
-    """Per-pair, per-role sums and counts [P, 3] from row-slot sums (see the module docstring)."""
-    n_slots = rows["slot_pair"].shape[-1]
-    sums, counts = segment_logps(token_lp, rows["loss_mask"], rows["score_slot"], n_slots)
-    valid = (rows["slot_pair"] >= 0) & (rows["slot_role"] >= 0)
-    index = jnp.where(valid, rows["slot_pair"] * 3 + rows["slot_role"], num_pairs * 3).reshape(-1)
-    out_sums = jax.ops.segment_sum(sums.reshape(-1), index, num_segments=num_pairs * 3)
-    out_counts = jax.ops.segment_sum(counts.reshape(-1), index, num_segments=num_pairs * 3)
-    return out_sums.reshape(num_pairs, 3), out_counts.reshape(num_pairs, 3)
-
 
 @dataclasses.dataclass(frozen=True)
 class PreferenceObjective:
@@ -106,16 +65,16 @@ class PreferenceObjective:
             elif ref_model is not None:
                 ref_sums, _ = pair_sums(row_token_logps(ref_model, rows, self.block_size), rows, num_pairs)
                 ref_sums = jax.lax.stop_gradient(ref_sums)
-                ref_w, ref_l = ref_sums[:, ROLE_CHOSEN], ref_sums[:, ROLE_REJECTED]
+                ref_w, ref_l = ref_sums[:, Role.CHOSEN], ref_sums[:, Role.REJECTED]
             else:
                 raise ValueError(f"loss {self.loss!r} needs a reference: pass reference params or a batch "
                                  "with cached ref_chosen/ref_rejected")
         rat = rat_n = None
         if self.needs_rationale:
-            rat, rat_n = sums[:, ROLE_RATIONALE], counts[:, ROLE_RATIONALE]
+            rat, rat_n = sums[:, Role.RATIONALE], counts[:, Role.RATIONALE]
         return SequenceLogps(
-            chosen=sums[:, ROLE_CHOSEN], rejected=sums[:, ROLE_REJECTED],
-            chosen_tokens=counts[:, ROLE_CHOSEN], rejected_tokens=counts[:, ROLE_REJECTED],
+            chosen=sums[:, Role.CHOSEN], rejected=sums[:, Role.REJECTED],
+            chosen_tokens=counts[:, Role.CHOSEN], rejected_tokens=counts[:, Role.REJECTED],
             ref_chosen=ref_w, ref_rejected=ref_l, rationale=rat, rationale_tokens=rat_n,
             rationale_mask=rows.get("rationale_mask") if self.needs_rationale else None)
 

@@ -18,6 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from rdpo_jax.batch import PAIR_KEYS, ROW_KEYS, Role, pad_rows, row_dims, step_inputs
 from rdpo_jax.config import RunConfig
 from rdpo_jax.data import (
     BatchPlan,
@@ -32,10 +33,11 @@ from rdpo_jax.data import (
     load_tokenizer,
     make_batch,
     pad_id_for,
+    rows_per_pair,
     synthetic_tokenizer,
     tokenize_examples,
 )
-from rdpo_jax.train.batches import PAIR_KEYS, ROW_PAD, pad_to, stack_micro_batches, step_inputs
+from rdpo_jax.train.batches import stack_micro_batches
 from rdpo_jax.train.data_checks import check_rationales
 from rdpo_jax.train.held_out import eval_source, overlap, split_fraction, synthetic_held_out
 from rdpo_jax.train.preflight import SYNTHETIC, tokenizer_spec
@@ -187,7 +189,8 @@ class LocalBatcher:
         self.micro_batches = t.micro_batches
         self.pad_id = pad_id_for(tokenizer)
         self.sft = sft
-        self.sft_roles = (0,) + ((1,) if t.sft_rejected else ()) + ((2,) if with_rationale else ())
+        self.sft_roles = ((Role.CHOSEN,) + ((Role.REJECTED,) if t.sft_rejected else ())
+                          + ((Role.RATIONALE,) if with_rationale else ()))
         local_pairs = t.global_batch_size // process_count
         if local_pairs % t.micro_batches:
             raise ValueError(f"train.global_batch_size={t.global_batch_size} over {process_count} processes gives "
@@ -199,35 +202,30 @@ class LocalBatcher:
                               with_rationale=with_rationale, pairs_per_row=d.pairs_per_row,
                               row_multiple=row_multiple)
 
-    def _one(self, rows: Sequence[TokenizedExample]) -> dict[str, np.ndarray]:
-        batch = make_batch(list(rows), self.plan)
-        if self.sft:
-            roles = 3 if self.plan.with_rationale else 2  # the three-row layout is pair-major, `roles` rows a pair
+    def _one(self, rows: Sequence[TokenizedExample], dataset_index: Sequence[int]) -> dict[str, np.ndarray]:
+        batch = make_batch(list(rows), self.plan, dataset_index)
+        if self.sft:  # the three-row layout is pair-major: row n holds role n mod rows_per_pair
+            roles = rows_per_pair(self.plan.with_rationale)
             keep = np.isin(np.arange(batch["input_ids"].shape[0]) % roles, self.sft_roles)
-            batch = {k: (v[keep] if k in ROW_PAD else v) for k, v in batch.items()}
+            batch = {k: (v[keep] if k in ROW_KEYS else v) for k, v in batch.items()}
         return batch
 
-    def __call__(self, rows: Sequence[TokenizedExample], mask: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, rows: Sequence[TokenizedExample], mask: np.ndarray, dataset_index: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+        """Local micro-batches [M, ...] of one process's slice: its ``rows`` with their pair ``mask`` and
+        ``dataset_index`` (positions in the iterated dataset, carried as the ``dataset_index`` key)."""
         per = len(rows) // self.micro_batches
-        chunks = [[r for r, m in zip(rows[i * per:(i + 1) * per], mask[i * per:(i + 1) * per], strict=True) if m]
-                  for i in range(self.micro_batches)]
-        batch = stack_micro_batches([self._one(c) for c in chunks], pad_id=self.pad_id)
-        return batch
+        parts = [slice(i * per, (i + 1) * per) for i in range(self.micro_batches)]
+        chunks = [self._one([r for r, m in zip(rows[c], mask[c], strict=True) if m], dataset_index[c][mask[c]])
+                  for c in parts]
+        return stack_micro_batches(chunks, pad_id=self.pad_id)
 
 
 def _agree(local: dict[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:
     """Pads this process's rows to the largest [N, T, S] over all processes (all must call it)."""
-    dims = np.array([local["input_ids"].shape[1], local["input_ids"].shape[2], local["slot_pair"].shape[2]])
+    dims = np.array(row_dims(local, row_axis=1))
     n, t, s = (multihost_utils.process_allgather(dims).max(0) if jax.process_count() > 1 else dims)
-    out = {}
-    for key, v in local.items():
-        if key in ROW_PAD:
-            fill = pad_id if key == "input_ids" else ROW_PAD[key]
-            target = {"slot_pair": (n, s), "slot_role": (n, s), "attn_mask": (n, t, t)}.get(key, (n, t))
-            out[key] = pad_to(v, (v.shape[0], *target), fill)
-        else:
-            out[key] = v
-    return out
+    return pad_rows(local, n_rows=n, length=t, n_slots=s, pad_id=pad_id, row_axis=1)
 
 
 def to_global(local: dict[str, np.ndarray], mesh: Mesh, pad_id: int) -> dict[str, jax.Array]:

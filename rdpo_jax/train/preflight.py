@@ -14,12 +14,12 @@ from pathlib import Path
 
 from rdpo_jax.config import RunConfig
 from rdpo_jax.config_rules import uses_rationales
-from rdpo_jax.data import SOURCES
+from rdpo_jax.data import SOURCES, rows_per_pair
 from rdpo_jax.data.tokenizers import NAMES as TOKENIZER_NAMES
 from rdpo_jax.errors import ConfigError
-from rdpo_jax.sharding import ShardingError
+from rdpo_jax.sharding import BATCH_AXES, ShardingError
 
-__all__ = ["SYNTHETIC", "check_batch_layout", "check_paths", "rows_per_pair", "tokenizer_spec"]
+__all__ = ["SYNTHETIC", "check_batch_layout", "check_paths", "step_rows_per_pair", "tokenizer_spec"]
 
 SYNTHETIC = "synthetic"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
@@ -83,20 +83,21 @@ def check_paths(cfg: RunConfig) -> None:
                               "directory")
 
 
-def rows_per_pair(cfg: RunConfig) -> int:
+def step_rows_per_pair(cfg: RunConfig) -> int:
     """Rows of one pair in the three-row layout: chosen and rejected (+ the rationale row when rationales are
     used); SFT keeps chosen (+ rejected with ``train.sft_rejected``) (+ the rationale row)."""
     t = cfg.train
     if t.objective == "sft":
         return 1 + int(t.sft_rejected) + int(t.sft_rationales)
-    return 3 if uses_rationales(cfg) else 2
+    return rows_per_pair(uses_rationales(cfg))
 
 
 def check_batch_layout(cfg: RunConfig, mesh_shape: Mapping[str, int], process_count: int) -> int:
     """Checks that micro-batches split evenly over processes and over ``data x fsdp``; returns the number of
     rows each process's micro-batch must be a multiple of (packed layouts pad their row count to it)."""
     t = cfg.train
-    ways = mesh_shape.get("data", 1) * mesh_shape.get("fsdp", 1)
+    batch_ways = [mesh_shape.get(axis, 1) for axis in BATCH_AXES]
+    ways = math.prod(batch_ways)
     per_process = max(1, ways // process_count)
     if t.global_batch_size % (process_count * t.micro_batches):
         raise ShardingError(f"train.global_batch_size={t.global_batch_size} does not split into "
@@ -104,12 +105,12 @@ def check_batch_layout(cfg: RunConfig, mesh_shape: Mapping[str, int], process_co
                             f"{process_count * t.micro_batches}")
     if cfg.data.layout == "three_row" or t.objective == "sft":
         pairs = t.global_batch_size // (process_count * t.micro_batches)
-        roles = rows_per_pair(cfg)
+        roles = step_rows_per_pair(cfg)
         if (pairs * roles) % per_process:
             step = process_count * t.micro_batches * per_process // math.gcd(roles, per_process)
             raise ShardingError(
                 f"train.global_batch_size={t.global_batch_size} gives {pairs} pairs x {roles} rows = "
-                f"{pairs * roles} rows per micro-batch and process, which do not split over data x fsdp = "
-                f"{mesh_shape.get('data', 1)} x {mesh_shape.get('fsdp', 1)} devices ({per_process} per process); "
+                f"{pairs * roles} rows per micro-batch and process, which do not split over {' x '.join(BATCH_AXES)} = "
+                f"{' x '.join(map(str, batch_ways))} devices ({per_process} per process); "
                 f"use a global batch size that is a multiple of {step}, or another mesh")
     return per_process

@@ -26,10 +26,10 @@ from flax import nnx
 from rdpo_jax import paths
 from rdpo_jax.errors import RdpoError
 from rdpo_jax.files import writing
-from rdpo_jax.train.objectives import ROLE_CHOSEN, ROLE_REJECTED, pair_sums, row_token_logps
+from rdpo_jax.batch import ROW_KEYS, Role
+from rdpo_jax.logprobs import pair_sums, row_token_logps
 
-ROW_ARRAYS = ("input_ids", "positions", "attention_mask", "attn_mask", "targets", "loss_mask", "score_slot",
-              "slot_pair", "slot_role", "pair_mask")
+ROW_ARRAYS = (*ROW_KEYS, "pair_mask")  # what the reference forward reads
 
 
 class ReferenceCacheMismatch(RdpoError, ValueError):
@@ -130,7 +130,7 @@ def make_reference_fn(graphdef: nnx.GraphDef, block_size: int):
     def per_micro(ref_params, rows):
         model = nnx.merge(graphdef, ref_params)
         sums, _ = pair_sums(row_token_logps(model, rows, block_size), rows, rows["pair_mask"].shape[-1])
-        return sums[:, ROLE_CHOSEN], sums[:, ROLE_REJECTED]
+        return sums[:, Role.CHOSEN], sums[:, Role.REJECTED]
 
     return jax.jit(lambda p, b: jax.lax.map(lambda rows: per_micro(p, rows), b))
 

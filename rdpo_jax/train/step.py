@@ -2,7 +2,7 @@
 (frozen params under stop_gradient, or cached sums) -> loss registry -> grads -> optax update -> metrics.
 
 Batches carry a leading micro-batch axis M: every array of the row contract
-(`rdpo_jax.train.objectives`) is [M, N, ...] (rows split over data x fsdp) and every pair array is [M, P]
+(`rdpo_jax.batch`) is [M, N, ...] (rows split over data x fsdp) and every pair array is [M, P]
 (replicated). With ``C`` the number of real pairs (or scored tokens, for SFT) over all M micro-batches,
 
     loss = sum_m sum_{real pairs p in m} l_p / C,     grads = sum_m d/dparams (sum_{p in m} l_p / C),
@@ -27,9 +27,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from rdpo_jax.batch import PAIR_KEYS
 from rdpo_jax.sharding import batch_sharding, param_shardings, replicated, validate_layout
 
-PAIR_KEYS = frozenset({"pair_mask", "rationale_mask", "ref_chosen", "ref_rejected"})
 NAN_POLICIES = ("error", "skip")
 
 

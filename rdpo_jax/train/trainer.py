@@ -109,17 +109,12 @@ def _host(metrics: dict[str, jax.Array]) -> dict[str, float]:
 
 
 def _batches(iterator: BatchIterator, batcher: LocalBatcher, cache: ReferenceCache | None):
-    """Local micro-batches (with cached reference sums when a cache is used) and the iterator's dataset
-    indices of their pairs [M, P_local] (-1 for padding; the data layer puts a chunk's real pairs first)."""
+    """Local micro-batches (with cached reference sums when a cache is used) and the dataset indices of
+    their pairs [M, P_local] (the data layer's ``dataset_index``: -1 for padding)."""
     for b in iterator:
-        local = batcher(b.examples, b.mask)
-        local.pop("example_index", None)
-        m, p = local["pair_mask"].shape
-        per = len(b.indices) // m
-        dataset_index = np.full((m, p), -1, np.int64)
-        for i in range(m):
-            real = b.indices[i * per:(i + 1) * per][b.mask[i * per:(i + 1) * per]]
-            dataset_index[i, :len(real)] = real
+        local = batcher(b.examples, b.mask, b.indices)
+        dataset_index = local.pop("dataset_index")
+        local.pop("example_index")
         if cache is not None:
             local.update(cache.lookup(np.maximum(dataset_index, 0), local["pair_mask"]))
         yield b, local, dataset_index
