@@ -27,10 +27,10 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from rdpo_jax.config import NAN_POLICIES
 from rdpo_jax.sharding import batch_sharding, param_shardings, replicated, validate_layout
 
 PAIR_KEYS = frozenset({"pair_mask", "rationale_mask", "ref_chosen", "ref_rejected"})
-NAN_POLICIES = ("error", "skip")
 
 
 class TrainState(NamedTuple):
