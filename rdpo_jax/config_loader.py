@@ -15,18 +15,18 @@ an override ``train.loss_kwargs.KEY=V`` sets one key of it (``train.loss_kwargs=
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import os
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
-from rdpo_jax.config import CHOICES, RunConfig
+from rdpo_jax.config import CHOICES, RunConfig, settings
+from rdpo_jax.config_fields import not_accepted, out_of_range, range_of, suggest
 from rdpo_jax.config_rules import check_rules
+from rdpo_jax.config_types import BadType, coerce, describe_type, is_dataclass_type, optional_parts
 from rdpo_jax.errors import ConfigError
 
 __all__ = ["ConfigError", "cmd_config", "config_to_dict", "dump_config", "load_config", "parse_override",
@@ -70,118 +70,6 @@ def _yaml_load(text: Any, where: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# types
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _optional_parts(tp: Any) -> tuple[bool, Any]:
-    """(accepts None, the non-None type) of ``X | None``; other types: (False, tp)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return type(None) in args, rest[0]
-    return False, tp
-
-
-def _bare(words: str) -> str:
-    """'an integer' -> 'integer'."""
-    return words.split(" ", 1)[1] if words.split(" ", 1)[0] in ("a", "an") else words
-
-
-def _describe(tp: Any) -> str:
-    """Human words for a field type: 'an integer or null', 'a mapping of string to string', ..."""
-    nullable, tp = _optional_parts(tp)
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        words = "true or false"
-    elif tp is int:
-        words = "an integer"
-    elif tp is float:
-        words = "a number"
-    elif tp is str:
-        words = "a string"
-    elif tp is Any:
-        words = "any value"
-    elif origin is dict:
-        k, v = typing.get_args(tp)
-        words = "a mapping" if v is Any else f"a mapping of {_bare(_describe(k))} to {_bare(_describe(v))}"
-    elif origin is list:
-        (e,) = typing.get_args(tp)
-        words = f"a list of {_bare(_describe(e))}s"
-    elif _is_dataclass_type(tp):
-        words = f"a mapping (section with keys {', '.join(f.name for f in dataclasses.fields(tp))})"
-    else:
-        words = str(tp)
-    return words + (" or null" if nullable else "")
-
-
-class _BadType(Exception):
-    pass
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    """``value`` as type ``tp``, or `_BadType`. An int is a float; a numeric string (YAML 1.1 reads
-    ``5e-7`` as a string) is a float; bools are never numbers."""
-    nullable, tp = _optional_parts(tp)
-    if value is None:
-        if nullable or tp is Any:
-            return None
-        raise _BadType
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _BadType
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                f = float(value)
-            except ValueError:
-                raise _BadType from None
-            if f.is_integer():
-                return int(f)
-        raise _BadType
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise _BadType from None
-        raise _BadType
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _BadType
-    if origin is dict:
-        kt, vt = typing.get_args(tp)
-        if not isinstance(value, Mapping):
-            raise _BadType
-        return {_coerce(k, kt): _coerce(v, vt) for k, v in value.items()}
-    if origin is list:
-        (et,) = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise _BadType
-        return [_coerce(v, et) for v in value]
-    raise _BadType
-
-
-# ----------------------------------------------------------------------------------------------
 # applying YAML mappings and overrides onto a plain nested dict of the config
 
 
@@ -200,45 +88,38 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _suggest(name: Any, valid: Sequence[str], prefix: str = "") -> str:
-    """``"; did you mean 'x'?"`` for the closest valid name (difflib), else ``"."``; ends a sentence."""
-    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
-    return f"; did you mean {prefix + close[0]!r}?" if close else "."
-
-
 def _unknown_key(where: str, cls: type, key: str, prefix: str) -> ConfigError:
     names = [f.name for f in dataclasses.fields(cls)]
     section = prefix.rstrip(".") or "the top level"
-    return ConfigError(f"{where}: unknown key {prefix + str(key)!r}{_suggest(key, names, prefix)} "
+    return ConfigError(f"{where}: unknown key {prefix + str(key)!r}{suggest(key, names, prefix)} "
                        f"Valid keys of {section}: {', '.join(names)}")
 
 
 def _check_choice(where: str, dotted: str, value: Any) -> None:
     accepted = CHOICES.get(dotted)
     if accepted is not None and value is not None and value not in accepted:
-        raise ConfigError(f"{where}: {dotted}={value!r} is not accepted{_suggest(value, accepted)} "
-                          f"Accepted: {', '.join(accepted)}")
+        raise ConfigError(f"{where}: {not_accepted(dotted, value, accepted)}")
 
 
 def _set_value(where: str, tree: dict, cls: type, key: str, value: Any, prefix: str, *, raw: str | None = None):
     """Assigns one field of section ``cls`` (type-checked); a dataclass field merges a mapping recursively."""
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     if key not in hints or key not in {f.name for f in dataclasses.fields(cls)}:
         raise _unknown_key(where, cls, key, prefix)
     tp, dotted = hints[key], prefix + key
-    if _is_dataclass_type(tp):
+    if is_dataclass_type(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: {dotted} expects {_describe(tp)}, got {value!r}")
+            raise ConfigError(f"{where}: {dotted} expects {describe_type(tp)}, got {value!r}")
         _apply_mapping(where, tree[key], tp, value, dotted + ".")
         return
-    nullable, base = _optional_parts(tp)
+    nullable, base = optional_parts(tp)
     if raw is not None and base is str and value is not None and not isinstance(value, str):
         value = raw  # an override such as name=007 keeps its text
     try:
-        coerced = _coerce(value, tp)
-    except _BadType:
+        coerced = coerce(value, tp)
+    except BadType:
         hint = " (quote it to make it a string)" if base is str and value is not None else ""
-        raise ConfigError(f"{where}: {dotted} expects {_describe(tp)}, got {value!r}{hint}") from None
+        raise ConfigError(f"{where}: {dotted} expects {describe_type(tp)}, got {value!r}{hint}") from None
     _check_choice(where, dotted, coerced)
     tree[key] = coerced
 
@@ -268,7 +149,7 @@ def _apply_override(tree: dict, text: str) -> None:
     parts = key.split(".")
     cls, node, prefix = RunConfig, tree, ""
     for i, part in enumerate(parts):
-        hints = _hints(cls)
+        hints = typing.get_type_hints(cls)
         if part not in hints:
             raise _unknown_key(where, cls, part, prefix)
         tp = hints[part]
@@ -276,10 +157,10 @@ def _apply_override(tree: dict, text: str) -> None:
         if last:
             _set_value(where, node, cls, part, value, prefix, raw=raw)
             return
-        if _is_dataclass_type(tp):
+        if is_dataclass_type(tp):
             cls, node, prefix = tp, node[part], prefix + part + "."
             continue
-        _, base = _optional_parts(tp)
+        _, base = optional_parts(tp)
         if typing.get_origin(base) is dict and i == len(parts) - 2:
             kt, vt = typing.get_args(base)
             current = dict(node[part] or {})
@@ -287,12 +168,12 @@ def _apply_override(tree: dict, text: str) -> None:
             if vt is str and value is not None and not isinstance(value, str):
                 value = raw
             try:
-                current[sub] = _coerce(value, vt)
-            except _BadType:
-                raise ConfigError(f"{where}: {key} expects {_describe(vt)}, got {value!r}") from None
+                current[sub] = coerce(value, vt)
+            except BadType:
+                raise ConfigError(f"{where}: {key} expects {describe_type(vt)}, got {value!r}") from None
             node[part] = current
             return
-        raise ConfigError(f"{where}: {prefix + part} is {_describe(tp)}, not a section; "
+        raise ConfigError(f"{where}: {prefix + part} is {describe_type(tp)}, not a section; "
                           f"{key!r} does not name a key")
 
 
@@ -337,17 +218,21 @@ def _apply_file(tree: dict, path: str, stack: tuple[str, ...] = ()) -> None:
 
 
 def _build(cls: type, tree: Mapping, prefix: str = "") -> Any:
-    hints = _hints(cls)
+    """The section ``cls`` from its plain ``tree``; its own checks (``__post_init__``) become a `ConfigError`
+    naming the dotted key: a message that starts with a field name gets the section's path before it."""
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         v = tree[f.name]
-        kwargs[f.name] = _build(hints[f.name], v, prefix + f.name + ".") if _is_dataclass_type(hints[f.name]) else v
+        kwargs[f.name] = _build(hints[f.name], v, prefix + f.name + ".") if is_dataclass_type(hints[f.name]) else v
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        section = prefix.rstrip(".") or "config"
         msg = str(e)
-        raise ConfigError(msg if msg.startswith(section + ".") else f"{section}: {msg}") from None
+        if msg.startswith(prefix) and prefix:
+            raise ConfigError(msg) from None
+        names_a_field = any(msg.startswith(f"{f.name}=") for f in dataclasses.fields(cls))
+        raise ConfigError(prefix + msg if names_a_field else f"{prefix.rstrip('.') or 'config'}: {msg}") from None
 
 
 def _loss_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -365,12 +250,12 @@ def _loss_kwargs(cfg: RunConfig) -> dict[str, Any]:
     for k, v in given.items():
         if k not in params:
             hint = _KEYWORD_HINTS.get(name, {}).get(k)
-            raise ConfigError(f"train.loss_kwargs.{k}: not a keyword of loss {name!r}{_suggest(k, params)} "
+            raise ConfigError(f"train.loss_kwargs.{k}: not a keyword of loss {name!r}{suggest(k, params)} "
                               f"Accepted: {', '.join(params)}" + (f". Hint: {hint}" if hint else ""))
         try:
-            out[k] = _coerce(v, hints.get(k, Any))
-        except _BadType:
-            raise ConfigError(f"train.loss_kwargs.{k} (loss {name!r}) expects {_describe(hints[k])}, "
+            out[k] = coerce(v, hints.get(k, Any))
+        except BadType:
+            raise ConfigError(f"train.loss_kwargs.{k} (loss {name!r}) expects {describe_type(hints[k])}, "
                               f"got {v!r}") from None
     x = jax.ShapeDtypeStruct((1,), np.float32)
     logps = SequenceLogps(*([x] * len(SequenceLogps._fields)))
@@ -382,95 +267,22 @@ def _loss_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def _range_rules(cfg: RunConfig) -> list[tuple[str, Any, bool, str]]:
-    """(dotted key, value, ok, what is accepted) for every range rule."""
-    d, s, t, m, o = cfg.data, cfg.data.synthetic, cfg.train, cfg.model, cfg.optim
-    pos = "a positive integer"
-    opt_pos = "a positive integer or null"
-
-    def positive(v):
-        return v > 0
-
-    def opt_positive(v):
-        return v is None or v > 0
-
-    def unit(v):
-        return 0.0 <= v <= 1.0
-
-    rules = [(f"model.{k}", getattr(m, k), positive(getattr(m, k)), pos)
-             for k in ("tiny_hidden_size", "tiny_intermediate_size", "tiny_num_layers", "tiny_num_heads",
-                       "tiny_num_kv_heads")]
-    rules += [
-        ("model.tiny_num_heads", m.tiny_num_heads,
-         m.tiny_num_kv_heads > 0 and m.tiny_num_heads % m.tiny_num_kv_heads == 0,
-         f"a multiple of model.tiny_num_kv_heads={m.tiny_num_kv_heads}"),
-        ("model.tiny_hidden_size", m.tiny_hidden_size,
-         m.tiny_num_heads > 0 and m.tiny_hidden_size % m.tiny_num_heads == 0,
-         f"a multiple of model.tiny_num_heads={m.tiny_num_heads}"),
-        ("data.max_length", d.max_length, positive(d.max_length), pos),
-        ("data.max_prompt_length", d.max_prompt_length, 0 < d.max_prompt_length < d.max_length,
-         f"a positive integer below data.max_length={d.max_length}"),
-        ("data.max_rationale_length", d.max_rationale_length, opt_positive(d.max_rationale_length), opt_pos),
-        ("data.n_examples", d.n_examples, opt_positive(d.n_examples), opt_pos),
-        ("data.eval_fraction", d.eval_fraction, d.eval_fraction is None or 0.0 < d.eval_fraction < 1.0,
-         "a number in (0, 1) or null"),
-        ("data.pairs_per_row", d.pairs_per_row, positive(d.pairs_per_row), pos),
-        ("data.min_bucket", d.min_bucket, positive(d.min_bucket) and d.min_bucket <= d.max_length,
-         f"a positive integer at most data.max_length={d.max_length}"),
-        ("data.synthetic.u", s.u, unit(s.u), "a number in [0, 1]"),
-        ("data.synthetic.eps", s.eps, unit(s.eps), "a number in [0, 1]"),
-        ("data.synthetic.eta", s.eta, unit(s.eta), "a number in [0, 1]"),
-        ("data.synthetic.parity_bits", s.parity_bits, positive(s.parity_bits), pos),
-        ("data.synthetic.n_train", s.n_train, positive(s.n_train), pos),
-        ("data.synthetic.n_eval", s.n_eval, s.n_eval >= 0, "an integer >= 0"),
-        ("train.global_batch_size", t.global_batch_size, positive(t.global_batch_size), pos),
-        ("train.micro_batches", t.micro_batches, positive(t.micro_batches), pos),
-        ("train.global_batch_size", t.global_batch_size,
-         t.micro_batches > 0 and t.global_batch_size % t.micro_batches == 0,
-         f"a multiple of train.micro_batches={t.micro_batches}"),
-        ("train.epochs", t.epochs, positive(t.epochs), pos),
-        ("train.max_steps", t.max_steps, opt_positive(t.max_steps), opt_pos),
-        ("train.eval_every", t.eval_every, t.eval_every >= 0, "an integer >= 0 (0: no evaluation during training)"),
-        ("train.eval_batches", t.eval_batches, opt_positive(t.eval_batches), opt_pos),
-        ("train.block_size", t.block_size, positive(t.block_size), pos),
-        ("train.max_skipped_steps", t.max_skipped_steps, positive(t.max_skipped_steps), pos),
-        ("optim.total_steps", o.total_steps, opt_positive(o.total_steps), opt_pos),
-        ("optim.final_lr_ratio", o.final_lr_ratio, unit(o.final_lr_ratio), "a number in [0, 1]"),
-        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "a number >= 0"),
-        ("optim.b1", o.b1, 0.0 <= o.b1 < 1.0, "a number in [0, 1)"),
-        ("optim.b2", o.b2, 0.0 <= o.b2 < 1.0, "a number in [0, 1)"),
-        ("optim.eps", o.eps, o.eps > 0, "a positive number"),
-        ("checkpoint.every", cfg.checkpoint.every, positive(cfg.checkpoint.every), pos),
-        ("checkpoint.keep", cfg.checkpoint.keep, positive(cfg.checkpoint.keep), pos),
-        ("logging.every", cfg.logging.every, positive(cfg.logging.every), pos),
-    ]
-    for axis in ("data", "fsdp", "tensor"):
-        v = getattr(cfg.mesh, axis)
-        rules.append((f"mesh.{axis}", v, v > 0 or v == -1, "a positive integer, or -1 for the remaining devices"))
-    free = [a for a in ("data", "fsdp", "tensor") if getattr(cfg.mesh, a) == -1]
-    rules.append(("mesh", cfg.mesh.sizes(), len(free) <= 1, "at most one axis set to -1"))
-    dist = cfg.distributed
-    rules.append(("distributed.num_processes", dist.num_processes, opt_positive(dist.num_processes), opt_pos))
-    if dist.process_id is not None:
-        n = dist.num_processes
-        rules.append(("distributed.process_id", dist.process_id,
-                      dist.process_id >= 0 and (n is None or dist.process_id < n),
-                      "an integer in [0, distributed.num_processes)"))
-    return rules
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def validate_config(cfg: RunConfig) -> RunConfig:
-    """Checks choices, ranges, the loss keywords and the rules across keys (`rdpo_jax.config_rules`) of a
-    built config; returns it with ``loss_kwargs`` coerced to the loss's keyword types. Raises `ConfigError`
-    naming the dotted key."""
-    for dotted in CHOICES:
-        obj: Any = cfg
-        for part in dotted.split("."):
-            obj = getattr(obj, part)
-        _check_choice("config", dotted, obj)
-    for dotted, value, ok, accepted in _range_rules(cfg):
-        if not ok:
-            raise ConfigError(f"{dotted}={value!r} is out of range; accepted: {accepted}")
+    """Checks every key's choices and range (its `rdpo_jax.config_fields.setting`), the loss keywords and the
+    rules across keys (`rdpo_jax.config_rules`) of a built config; returns it with ``loss_kwargs`` coerced to
+    the loss's keyword types. Raises `ConfigError` naming the dotted key."""
+    for dotted, field in settings():
+        value = _get(cfg, dotted)
+        _check_choice("config", dotted, value)
+        within = range_of(field)
+        if within is not None and not within.contains(value):
+            raise ConfigError(out_of_range(dotted, value, within.accepted))
     kwargs = _loss_kwargs(cfg)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, loss_kwargs=kwargs))
     check_rules(cfg)

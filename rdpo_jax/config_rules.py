@@ -3,6 +3,10 @@
 Each rule finds a setting that would make a run quietly wrong and raises `ConfigError` naming the key and
 what would be accepted:
 
+* a value whose range depends on another key (``train.global_batch_size`` a multiple of
+  ``train.micro_batches``, ``data.max_prompt_length`` below ``data.max_length``, heads divisible by KV heads,
+  at most one mesh axis -1, ``distributed.process_id`` below ``distributed.num_processes``); the range of a
+  single key is declared with the key (`rdpo_jax.config_fields.setting`);
 * a number that is not finite (``beta=.inf``, ``optim.lr=nan``), in any section or in ``train.loss_kwargs``;
 * an option the chosen objective or source ignores (``train.sft_rationales`` with the preference objective,
   ``train.loss_kwargs`` with SFT, ``data.synthetic.*`` with a file source, cosine-only optimiser keys with
@@ -19,7 +23,9 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from rdpo_jax.config import OptimConfig, RunConfig, SyntheticConfig
+from rdpo_jax.config import NO_TEMPLATE, OptimConfig, RunConfig, SyntheticConfig
+from rdpo_jax.config_fields import out_of_range
+from rdpo_jax.data.rationale_templates import TEMPLATES
 from rdpo_jax.errors import ConfigError
 from rdpo_jax.losses import REFERENCE_FREE, has_rationale_term
 
@@ -52,6 +58,34 @@ def _check_finite(cfg: RunConfig) -> None:
         if not math.isfinite(value):
             hint = " (null turns clipping off)" if key == "optim.clip_norm" else ""
             raise ConfigError(f"{key}={value} is not a finite number; accepted: a finite number{hint}")
+
+
+def _multiple(value: int, of: int) -> bool:
+    return of > 0 and value % of == 0
+
+
+def _ranges_across_keys(cfg: RunConfig) -> list[tuple[str, Any, bool, str]]:
+    """(dotted key, value, whether it is in range, what is accepted) of every range that depends on another key."""
+    d, t, m, dist = cfg.data, cfg.train, cfg.model, cfg.distributed
+    rules = [
+        ("model.tiny_num_heads", m.tiny_num_heads, _multiple(m.tiny_num_heads, m.tiny_num_kv_heads),
+         f"a multiple of model.tiny_num_kv_heads={m.tiny_num_kv_heads}"),
+        ("model.tiny_hidden_size", m.tiny_hidden_size, _multiple(m.tiny_hidden_size, m.tiny_num_heads),
+         f"a multiple of model.tiny_num_heads={m.tiny_num_heads}"),
+        ("data.max_prompt_length", d.max_prompt_length, d.max_prompt_length < d.max_length,
+         f"a positive integer below data.max_length={d.max_length}"),
+        ("data.min_bucket", d.min_bucket, d.min_bucket <= d.max_length,
+         f"a positive integer at most data.max_length={d.max_length}"),
+        ("train.global_batch_size", t.global_batch_size, _multiple(t.global_batch_size, t.micro_batches),
+         f"a multiple of train.micro_batches={t.micro_batches}"),
+        ("mesh", cfg.mesh.sizes(), list(cfg.mesh.sizes().values()).count(-1) <= 1, "at most one axis set to -1"),
+    ]
+    if dist.process_id is not None:
+        n = dist.num_processes
+        below = n is None or dist.process_id < n
+        rules.append(("distributed.process_id", dist.process_id, 0 <= dist.process_id and below,
+                      "an integer in [0, distributed.num_processes)"))
+    return rules
 
 
 def _changed(section: Any, default: Any, names: tuple[str, ...] | None = None) -> list[str]:
@@ -96,10 +130,10 @@ def _ignored(cfg: RunConfig) -> list[tuple[str, Any, str]]:
 def _contradictions(cfg: RunConfig) -> list[str]:
     d, t = cfg.data, cfg.train
     out = []
-    if uses_rationales(cfg) and d.rationale_template == "none":
+    if uses_rationales(cfg) and d.rationale_template == NO_TEMPLATE:
         who = "train.sft_rationales=true" if t.objective == "sft" else f"loss {t.loss!r} has a rationale term and"
-        out.append(f"data.rationale_template=none: {who} needs a template to condition the rationale on; accepted: "
-                   "conversational, official (or a loss without a rationale term, e.g. dpo)")
+        out.append(f"data.rationale_template={NO_TEMPLATE}: {who} needs a template to condition the rationale on; "
+                   f"accepted: {', '.join(TEMPLATES)} (or a loss without a rationale term, e.g. dpo)")
     if t.reference == "cache":
         if t.objective == "sft":
             out.append("train.reference=cache: train.objective=sft uses no reference model; remove the key "
@@ -120,8 +154,12 @@ def _contradictions(cfg: RunConfig) -> list[str]:
 
 
 def check_rules(cfg: RunConfig) -> None:
-    """Raises `ConfigError` for the first rule ``cfg`` breaks (see the module docstring)."""
+    """Raises `ConfigError` for the first rule ``cfg`` breaks (see the module docstring); the keys' own choices
+    and ranges are checked first (`rdpo_jax.config_loader.validate_config`)."""
     _check_finite(cfg)
+    for key, value, ok, accepted in _ranges_across_keys(cfg):
+        if not ok:
+            raise ConfigError(out_of_range(key, value, accepted))
     problems = _contradictions(cfg) + [f"{key}={value!r} would be ignored: {why}. Remove it, or change the "
                                        "setting that makes it irrelevant" for key, value, why in _ignored(cfg)]
     if problems:

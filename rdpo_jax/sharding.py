@@ -19,11 +19,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rdpo_jax.config_fields import Range, setting
 from rdpo_jax.errors import RdpoError
 from rdpo_jax.models.partitioning import DEFAULT_RULES, named_shardings
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "tensor")  # also the fields of MeshConfig, in this order
 BATCH_AXES = ("data", "fsdp")
+AXIS_SIZE = Range("a positive integer, or -1 for the remaining devices", lambda v: v > 0 or v == -1)
 
 __all__ = ["BATCH_AXES", "DEFAULT_RULES", "MESH_AXES", "MeshConfig", "ShardingError", "batch_sharding",
            "make_mesh", "param_shardings", "replicated", "resolve_mesh_shape", "validate_layout"]
@@ -35,14 +37,15 @@ class ShardingError(RdpoError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """Sizes of the mesh axes; exactly one may be -1 to take the remaining devices."""
+    """Sizes of the mesh axes; at most one may be -1 to take the remaining devices."""
 
-    data: int = 1
-    fsdp: int = -1
-    tensor: int = 1
+    data: int = setting(1, within=AXIS_SIZE, doc="pure data-parallel axis (params replicated)")
+    fsdp: int = setting(-1, within=AXIS_SIZE, doc="FSDP axis (params, grads, optimiser state sharded); -1: the "
+                                                  "remaining devices")
+    tensor: int = setting(1, within=AXIS_SIZE, doc="tensor-parallel axis (heads, MLP)")
 
     def sizes(self) -> dict[str, int]:
-        return {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        return {axis: getattr(self, axis) for axis in MESH_AXES}
 
 
 def resolve_mesh_shape(cfg: MeshConfig, n_devices: int) -> dict[str, int]:

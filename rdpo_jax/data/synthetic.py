@@ -46,12 +46,16 @@ from typing import Any
 
 import numpy as np
 
+from rdpo_jax.config_fields import UNIT_INTERVAL, Range, check_settings, setting
+
 from .schema import PreferenceExample
 from .synthetic_vocab import ADJECTIVES, ANIMALS, BITS, COLOURS, PARITIES, SPECIAL_TOKENS
 
 TASKS = ("colour", "parity")
 WORDINGS = ("content", "leaky")
 RATIONALE_FOLLOWS = ("label", "truth")
+DEFAULT_PARITY_BITS = 4
+PARITY_BITS = Range("an integer in [1, 8] (responses of at most 12 words)", lambda k: 1 <= k <= 8)
 VACUOUS_RATIONALE = "both responses look fine"
 _SPECIAL = frozenset(SPECIAL_TOKENS)
 
@@ -132,7 +136,7 @@ class Oracle:
     property, 2 well-formed with it. ``judge(prompt, a, b)``: +1 if a scores higher, -1 if b does, 0 on a tie.
     """
 
-    parity_bits: int = 4
+    parity_bits: int = DEFAULT_PARITY_BITS
 
     def score(self, prompt: Any, response: Any) -> int:
         try:
@@ -217,36 +221,27 @@ class SyntheticPair:
 class SyntheticTask:
     """A synthetic preference task with controllable rationale informativeness.
 
-    Args:
-      task: ``"colour"`` (easy feature) or ``"parity"`` (parity of ``parity_bits`` hidden bits).
-      u: fraction of vacuous rationales (no verdict).
-      eps: fraction of misleading rationales among non-vacuous ones (they argue for the rejected response).
-      eta: label noise: probability that chosen is the oracle's worse response.
-      wording: ``"content"`` (names the supported response's content) or ``"leaky"`` (its position).
-      parity_bits: k for the parity task.
-      rationale_follows: ``"label"`` (the rationale argues for chosen, up to ``eps``) or ``"truth"`` (for the
-        oracle's better response, up to ``eps``; then label noise ``eta`` also makes rationales misleading).
+    Its fields are also the run config's ``data.synthetic`` keys (`rdpo_jax.config.SyntheticConfig`), so
+    they are declared once, here, with their descriptions and accepted values.
     """
 
-    task: str = "colour"
-    u: float = 0.0
-    eps: float = 0.0
-    eta: float = 0.0
-    wording: str = "content"
-    parity_bits: int = 4
-    rationale_follows: str = "label"
+    task: str = setting("colour", choices=TASKS, doc="`colour` (an easy feature) or `parity` (the parity of "
+                                                     "`parity_bits` hidden bits)")
+    u: float = setting(0.0, within=UNIT_INTERVAL, doc="fraction of vacuous rationales (no verdict)")
+    eps: float = setting(0.0, within=UNIT_INTERVAL, doc="fraction of misleading rationales among the non-vacuous "
+                                                        "ones (they argue for the rejected response)")
+    eta: float = setting(0.0, within=UNIT_INTERVAL, doc="label noise: probability that chosen is the oracle's worse "
+                                                        "response")
+    wording: str = setting("content", choices=WORDINGS, doc="what a rationale names: the supported response's "
+                                                            "content (`content`), or its position (`leaky`)")
+    parity_bits: int = setting(DEFAULT_PARITY_BITS, within=PARITY_BITS, doc="hidden bits of the parity task")
+    rationale_follows: str = setting("label", choices=RATIONALE_FOLLOWS,
+                                     doc="whom a rationale argues for: chosen (`label`, up to `eps`), or the oracle's "
+                                         "better response (`truth`, up to `eps`; then label noise `eta` also makes "
+                                         "rationales misleading)")
 
     def __post_init__(self) -> None:
-        _check_follows(self.rationale_follows)
-        if self.task not in TASKS:
-            raise ValueError(f"task={self.task!r}; accepted: {list(TASKS)}")
-        if self.wording not in WORDINGS:
-            raise ValueError(f"wording={self.wording!r}; accepted: {list(WORDINGS)}")
-        for name in ("u", "eps", "eta"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
-        if not 1 <= self.parity_bits <= 8:
-            raise ValueError(f"parity_bits={self.parity_bits} must lie in [1, 8] (responses <= 12 words)")
+        check_settings(self)
 
     @property
     def oracle(self) -> Oracle:

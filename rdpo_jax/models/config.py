@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from rdpo_jax.errors import ConfigError
+
 SUPPORTED_MODEL_TYPES = ("llama", "mistral")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 _ROPE_KEYS = {
@@ -38,10 +40,6 @@ _MAPPED = {
     "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
     "sliding_window", "hidden_act", "attention_bias", "mlp_bias", "attention_dropout",
 }
-
-
-class ConfigError(ValueError):
-    """A HF config value this implementation does not support (the message names the field)."""
 
 
 @dataclasses.dataclass(frozen=True)

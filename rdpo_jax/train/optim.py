@@ -10,48 +10,17 @@ Schedules (``t`` the optimiser step, counted from 0):
 - ``cosine``: linear warm-up from 0 to lr over ``warmup`` steps, then cosine decay to ``lr * final_ratio``
   at ``total_steps`` (the trainer fills it with the run's length when it is null);
 - ``constant``: ``lr``.
+
+The settings are `rdpo_jax.config.OptimConfig` (the ``optim`` section of a run config).
 """
 from __future__ import annotations
-
-import dataclasses
 
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("paper", "cosine", "constant")
-OPTIMIZERS = ("adamw", "sgd")
+from rdpo_jax.config import OPTIMIZERS, SCHEDULES, OptimConfig
 
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """Optimiser settings (the paper's: adamw, lr 5e-7, warmup 150, schedule "paper", clip 10)."""
-
-    name: str = "adamw"
-    lr: float = 5e-7
-    schedule: str = "paper"
-    warmup_steps: int = 150
-    total_steps: int | None = None
-    final_lr_ratio: float = 0.0
-    weight_decay: float = 0.01
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    clip_norm: float | None = 10.0
-
-    def __post_init__(self):
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"optim.name={self.name!r}; accepted: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule={self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
-        if self.total_steps is not None and self.total_steps <= self.warmup_steps:
-            raise ValueError(f"optim.total_steps={self.total_steps} must exceed optim.warmup_steps="
-                             f"{self.warmup_steps}")
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr={self.lr} must be positive")
-        if self.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be >= 0")
-        if self.clip_norm is not None and self.clip_norm <= 0:
-            raise ValueError(f"optim.clip_norm={self.clip_norm} must be positive (or null to disable)")
+__all__ = ["OPTIMIZERS", "SCHEDULES", "OptimConfig", "make_optimizer", "make_schedule"]
 
 
 def make_schedule(cfg: OptimConfig) -> optax.Schedule:

@@ -28,9 +28,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from rdpo_jax.batch import PAIR_KEYS
+from rdpo_jax.config import NAN_POLICIES
 from rdpo_jax.sharding import batch_sharding, param_shardings, replicated, validate_layout
-
-NAN_POLICIES = ("error", "skip")
 
 
 class TrainState(NamedTuple):
