@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rdpo_jax.models.attention import AttentionMask, check_splash_positions, resolve_backend
+from rdpo_jax.models.attention import check_splash_positions, resolve_backend
 from rdpo_jax.models.config import ModelConfig
 from rdpo_jax.models.layers import decoder_layer, remat_layer, rms_norm, rope_cos_sin
+from rdpo_jax.models.masks import AttentionMask
 from rdpo_jax.models.partitioning import make_param
 
 LAYER_PARAMS = ("input_norm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attn_norm", "gate_proj",

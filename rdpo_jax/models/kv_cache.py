@@ -15,9 +15,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rdpo_jax.models.attention import attend, make_attention_mask, resolve_backend
+from rdpo_jax.models.attention import attend, resolve_backend
 from rdpo_jax.models.decoder import prepare_mask
 from rdpo_jax.models.layers import apply_rope, rms_norm, rope_cos_sin, swiglu_mlp
+from rdpo_jax.models.masks import make_attention_mask
 
 
 @jax.tree_util.register_dataclass
