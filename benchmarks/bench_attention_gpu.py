@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rdpo_jax.models.attention import AttentionMask, attend
+from rdpo_jax.models.attention import attend
+from rdpo_jax.models.masks import AttentionMask
 
 
 def tree_row(t: int, x: int, yw: int, yl: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

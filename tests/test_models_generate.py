@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 
 from rdpo_jax.models import DecoderLM, ModelConfig, generate, load_hf
 from rdpo_jax.models.decoding import filter_logits, sample_logits
+from rdpo_jax.models.kv_cache import decode_step, prefill
 
 N_NEW = 20
 BASE = dict(vocab_size=160, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
@@ -73,6 +74,28 @@ def _tiny(**cfg):
     base = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2,
                 head_dim=8, eos_token_id=None)
     return DecoderLM(ModelConfig(**{**base, **cfg}), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(scan_layers=False), dict(remat="full", sliding_window=None)])
+def test_prefill_and_decode_logits_equal_the_full_forward(kw):
+    """Prefill's last-token logits and each decode step's equal the full forward's at the same token
+    (left-padded rows, GQA, a sliding window 6 shorter than prompt + fed tokens; unrolled layers; remat)."""
+    window = kw.pop("sliding_window", 6)
+    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
+                      num_kv_heads=2, head_dim=8, sliding_window=window, eos_token_id=None)
+    model = DecoderLM(cfg, rngs=nnx.Rngs(0), **kw)
+    ids, mask = _prompts()
+    ids = ids % 64
+    fed = np.random.RandomState(1).randint(3, 64, (3, 5))
+    full_ids = np.concatenate([ids, fed], axis=1)
+    full = np.asarray(model(jnp.asarray(full_ids), jnp.asarray(np.concatenate([mask, np.ones_like(fed)], 1))))
+    t = ids.shape[1]
+    logits, cache = prefill(model, jnp.asarray(ids), jnp.asarray(mask), t + fed.shape[1])
+    np.testing.assert_allclose(np.asarray(logits), full[:, t - 1], atol=1e-5)
+    first_pos = mask.sum(axis=1)
+    for i in range(fed.shape[1]):
+        logits, cache = decode_step(model, jnp.asarray(fed[:, i]), jnp.asarray(first_pos + i), t + i, cache)
+        np.testing.assert_allclose(np.asarray(logits), full[:, t + i], atol=1e-5)
 
 
 def test_sampling_seeds_top_k_and_top_p_route_through_generate():

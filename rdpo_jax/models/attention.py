@@ -1,11 +1,12 @@
-"""Attention: one structured mask, one dense-mask builder, and one entry point with pluggable backends.
+"""Attention: one entry point, :func:`attend`, with pluggable backends, and the choice among them.
 
-The decoder describes what each query may see with an :class:`AttentionMask` (position ids, segment ids,
-padding, an optional explicit tree mask, the sliding window) rather than only a dense boolean matrix, so a
-backend that takes structured masks can use them:
+What each query may see comes as an :class:`~rdpo_jax.models.masks.AttentionMask` (position ids, segment
+ids, padding, an optional explicit tree mask, the sliding window; :mod:`rdpo_jax.models.masks`) or as a
+dense boolean matrix; a backend that takes structured masks can use the structure:
 
-- ``"xla"``: the reference; any mask. Builds the dense [B, 1, Tq, Tk] mask with :func:`make_attention_mask`
-  (causal on position ids, so left padding, packed segments and a KV cache all use the same rule).
+- ``"xla"``: the reference; any mask. Builds the dense [B, 1, Tq, Tk] mask with
+  :func:`~rdpo_jax.models.masks.make_attention_mask` (causal on position ids, so left padding, packed
+  segments and a KV cache all use the same rule).
 - ``"cudnn"``: ``jax.nn.dot_product_attention(..., implementation="cudnn")`` (NVIDIA GPU only). Plain causal
   rows (no padding, segments or explicit mask) use cuDNN's causal + sliding-window mask; anything else
   passes the dense boolean mask. cuDNN takes bf16/fp16 only: float32 q/k/v are computed in bfloat16 and
@@ -17,90 +18,14 @@ backend that takes structured masks can use them:
 """
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rdpo_jax.models.masks import AttentionMask
+from rdpo_jax.models.splash import splash_attend
+
 BACKENDS = ("auto", "xla", "cudnn", "splash", "splash-interpret")
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class AttentionMask:
-    """Structure of an attention mask (a pytree; ``sliding_window`` and ``plain_causal`` are static).
-
-    Fields: ``q_positions`` int [B, Tq], ``k_positions`` int [B, Tk]; ``padding_mask`` 0/1 [B, Tk] or None;
-    ``q_segment_ids`` [B, Tq] / ``k_segment_ids`` [B, Tk] or None; ``explicit_mask`` bool [B, Tq, Tk] or
-    None (replaces causal & same-segment); ``dense`` the precomputed bool [B, 1, Tq, Tk] mask or None;
-    ``sliding_window`` W or None; ``plain_causal`` True when the positions are known to be ``arange(T)``
-    with no padding, segments or explicit mask (so causal on array indices is exact).
-    """
-
-    q_positions: jax.Array
-    k_positions: jax.Array
-    padding_mask: jax.Array | None = None
-    q_segment_ids: jax.Array | None = None
-    k_segment_ids: jax.Array | None = None
-    explicit_mask: jax.Array | None = None
-    dense: jax.Array | None = None
-    sliding_window: int | None = dataclasses.field(default=None, metadata=dict(static=True))
-    plain_causal: bool = dataclasses.field(default=False, metadata=dict(static=True))
-
-    def to_dense(self) -> jax.Array:
-        """The boolean mask [B, 1, Tq, Tk] of :func:`make_attention_mask` (cached in ``dense`` if set)."""
-        if self.dense is not None:
-            return self.dense
-        seg = None if self.q_segment_ids is None else (self.q_segment_ids, self.k_segment_ids)
-        return make_attention_mask(self.q_positions, self.k_positions, padding_mask=self.padding_mask,
-                                   segment_ids=seg, sliding_window=self.sliding_window,
-                                   explicit_mask=self.explicit_mask)
-
-    def with_dense(self) -> AttentionMask:
-        """A copy carrying the dense mask (built once per forward, shared by all layers)."""
-        return dataclasses.replace(self, dense=self.to_dense())
-
-
-def make_attention_mask(
-    q_positions: jax.Array,
-    k_positions: jax.Array,
-    *,
-    padding_mask: jax.Array | None = None,
-    segment_ids: jax.Array | tuple[jax.Array, jax.Array] | None = None,
-    sliding_window: int | None = None,
-    explicit_mask: jax.Array | None = None,
-) -> jax.Array:
-    """Boolean attention mask ``M[b, 0, i, j]`` (True = query i may attend to key j), shape [B, 1, Tq, Tk].
-
-    ``M = causal & same_segment & key_is_real & in_window`` with, for ``p = q_positions[b, i]`` and
-    ``s = k_positions[b, j]``:
-
-    - causal: ``s <= p`` (on position ids, not on array indices);
-    - same_segment: ``seg_q[b, i] == seg_k[b, j]`` (``segment_ids`` is [B, T] for self-attention or a pair
-      ``(seg_q [B,Tq], seg_k [B,Tk])``);
-    - key_is_real: ``padding_mask[b, j] != 0`` (``padding_mask`` [B, Tk], 1 = real token);
-    - in_window: ``p - W < s`` for ``sliding_window`` W (W keys visible, the query's own included), as
-      transformers' Mistral.
-
-    ``explicit_mask`` ([B, Tq, Tk] or [B, 1, Tq, Tk], boolean) replaces ``causal & same_segment`` (for
-    tree-shaped packed rows); padding and the sliding window are still applied on top of it.
-    """
-    qp = q_positions[:, :, None]
-    kp = k_positions[:, None, :]
-    if explicit_mask is not None:
-        mask = explicit_mask if explicit_mask.ndim == 3 else explicit_mask[:, 0]
-        mask = mask.astype(bool)
-    else:
-        mask = kp <= qp
-        if segment_ids is not None:
-            sq, sk = segment_ids if isinstance(segment_ids, tuple) else (segment_ids, segment_ids)
-            mask = mask & (sq[:, :, None] == sk[:, None, :])
-    if padding_mask is not None:
-        mask = mask & (padding_mask[:, None, :] != 0)
-    if sliding_window is not None:
-        mask = mask & (kp > qp - sliding_window)
-    return mask[:, None, :, :]
 
 
 def _platform() -> str:
@@ -187,8 +112,6 @@ def attend(
     if backend == "cudnn":
         return _attend_cudnn(q, k, v, mask, scale)
     if backend in ("splash", "splash-interpret"):
-        from rdpo_jax.models.splash import splash_attend
-
         return splash_attend(q, k, v, mask, scale=scale, interpret=backend == "splash-interpret")
     dense = mask.to_dense() if isinstance(mask, AttentionMask) else mask
     return _attend_xla(q, k, v, dense, scale)

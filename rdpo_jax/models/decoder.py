@@ -10,18 +10,26 @@ Parameter tree (logical axis names in brackets; L layers, d width, H/KV heads of
 - ``layers.gate_proj``/``up_proj`` [L, d, F] ("layers", "embed", "mlp"); ``down_proj`` [L, F, d]
   ("layers", "mlp", "embed")
 - ``norm`` [d] ("embed",); ``lm_head`` [d, V] ("embed", "vocab"), absent when embeddings are tied.
+
+The forward is ``logits = head_logits(final_norm(run_layers(embed(ids))))``: :meth:`DecoderLM.embed`,
+:meth:`DecoderLM.run_layers` (the one layer body, :func:`~rdpo_jax.models.layers.decoder_layer`, scanned),
+:meth:`DecoderLM.final_norm` and :meth:`DecoderLM.head_logits`; the KV cache (:mod:`rdpo_jax.models.kv_cache`)
+calls the same methods and layer body.
 """
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rdpo_jax.models.attention import AttentionMask, check_splash_positions, resolve_backend
+from rdpo_jax.models.attention import check_splash_positions, resolve_backend
 from rdpo_jax.models.config import ModelConfig
-from rdpo_jax.models.layers import decoder_layer, remat_layer, rms_norm, rope_cos_sin
+from rdpo_jax.models.layers import decoder_layer, own_keys_values, remat_layer, rms_norm, rope_cos_sin
+from rdpo_jax.models.masks import AttentionMask
 from rdpo_jax.models.partitioning import make_param
 
 LAYER_PARAMS = ("input_norm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attn_norm", "gate_proj",
@@ -42,6 +50,14 @@ def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tup
         "up_proj": ((d, f), ("embed", "mlp")),
         "down_proj": ((f, d), ("mlp", "embed")),
     }
+
+
+def default_positions(attention_mask: jax.Array | None, batch: int, length: int) -> jax.Array:
+    """Position ids int32 [B, T]: ``max(cumsum(attention_mask) - 1, 0)`` (left padding starts real tokens at
+    0), or ``arange(T)`` per row without a mask."""
+    if attention_mask is not None:
+        return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+    return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
 
 
 def prepare_mask(mask: AttentionMask, backend: str) -> AttentionMask:
@@ -138,6 +154,59 @@ class DecoderLM(nnx.Module):
                              q_segment_ids=segment_ids, k_segment_ids=segment_ids, explicit_mask=attn_mask,
                              sliding_window=self.config.sliding_window, plain_causal=plain_causal)
 
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        """Token embeddings ``x = E[input_ids]`` in the compute dtype: int [...] -> [..., d] (E [V, d])."""
+        return jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
+
+    def rope(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Rotary tables cos, sin [B, T, D] (compute dtype) of position ids int [B, T]."""
+        return rope_cos_sin(positions, jnp.asarray(self.config.rope_inv_freq()), self.dtype)
+
+    def final_norm(self, x: jax.Array) -> jax.Array:
+        """``h = RMS(x) * w_norm`` of the last layer's output x [..., d] (compute dtype)."""
+        return rms_norm(x, self.norm[...], self.config.rms_norm_eps)
+
+    def head_logits(self, h: jax.Array) -> jax.Array:
+        """float32 logits [..., V] ``= h @ W_head`` of final-norm hidden states h [..., d] (the one LM head).
+
+        ``W_head`` is :meth:`lm_head_weight` (the tied embedding used transposed); the product accumulates in
+        float32 from inputs in h's dtype.
+        """
+        w, layout = self.lm_head_weight()
+        eq = "...d,dv->...v" if layout == "dv" else "...d,vd->...v"
+        return jnp.einsum(eq, h, w.astype(h.dtype), preferred_element_type=jnp.float32).astype(jnp.float32)
+
+    def run_layers(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
+                   positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                   attn_mask: jax.Array | None = None, kv: Callable = own_keys_values) -> tuple[jax.Array, Any]:
+        """Embed and run the L layers (scanned or unrolled, remat per policy) over the tokens themselves.
+
+        Arguments as :meth:`__call__`; ``kv`` is :func:`~rdpo_jax.models.layers.decoder_layer`'s (the
+        KV-cache prefill keeps each layer's k, v with it). Returns the last layer's output x [B, T, d]
+        (before the final norm) and each layer's ``kv`` aux stacked on a leading L axis (None by default).
+        """
+        cfg = self.config
+        b, t = input_ids.shape
+        plain_causal = positions is None and attention_mask is None and segment_ids is None and attn_mask is None
+        if positions is None:
+            positions = default_positions(attention_mask, b, t)
+        mask = self.make_mask(positions, attention_mask, segment_ids, attn_mask, plain_causal=plain_causal)
+        backend = resolve_backend(self.attention_backend, mask, dtype=self.dtype, head_dim=cfg.head_dim)
+        mask = prepare_mask(mask, backend)
+        cos, sin = self.rope(positions)
+        layer = functools.partial(decoder_layer, cos=cos, sin=sin, mask=mask, eps=cfg.rms_norm_eps,
+                                  backend=backend, kv=kv)
+        layer = remat_layer(layer, self.remat)
+        x = self.embed(input_ids)
+        stacked = self.layers.stacked()
+        if self.scan_layers:
+            return jax.lax.scan(lambda carry, p: layer(p, carry), x, stacked)
+        auxes = []
+        for i in range(cfg.num_layers):
+            x, aux = layer({k: w[i] for k, w in stacked.items()}, x)
+            auxes.append(aux)
+        return x, jax.tree.map(lambda *a: jnp.stack(a), *auxes)
+
     def __call__(
         self,
         input_ids: jax.Array,
@@ -148,49 +217,23 @@ class DecoderLM(nnx.Module):
         attn_mask: jax.Array | None = None,
         return_hidden: bool = False,
     ) -> jax.Array:
-        """Forward pass.
+        """Forward pass: ``logits = RMS(h_L) @ W_head`` with ``h_L`` from :meth:`run_layers`.
 
         Args:
           input_ids: int [B, T].
           attention_mask: 0/1 [B, T] padding mask (1 = real token), or None (all real).
-          positions: int [B, T] position ids; default ``max(cumsum(attention_mask) - 1, 0)`` (so left-padded
-            rows start at 0 at their first real token; RoPE is relative, so this matches HF on real tokens),
-            or ``arange(T)`` without a mask.
+          positions: int [B, T] position ids; default :func:`default_positions` (``max(cumsum(mask) - 1, 0)``,
+            so left-padded rows start at 0 at their first real token; RoPE is relative, so this matches HF
+            on real tokens), or ``arange(T)`` without a mask.
           segment_ids: int [B, T]; tokens attend only within their segment (packed rows).
           attn_mask: explicit boolean [B, T, T] mask replacing causal & segment (tree-packed rows); padding
             and the sliding window are still applied.
           return_hidden: return the final-norm hidden states [B, T, d] (compute dtype) instead of logits.
 
         Returns:
-          float32 logits [B, T, V] ``= RMS(h_L) @ W_head``, or hidden states [B, T, d].
+          float32 logits [B, T, V] (:meth:`head_logits`), or hidden states [B, T, d] (:meth:`final_norm`).
         """
-        cfg = self.config
-        b, t = input_ids.shape
-        plain_causal = positions is None and attention_mask is None and segment_ids is None and attn_mask is None
-        if positions is None:
-            if attention_mask is not None:
-                positions = jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
-            else:
-                positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-        mask = self.make_mask(positions, attention_mask, segment_ids, attn_mask,
-                                   plain_causal=plain_causal)
-        backend = resolve_backend(self.attention_backend, mask, dtype=self.dtype, head_dim=cfg.head_dim)
-        mask = prepare_mask(mask, backend)
-        cos, sin = rope_cos_sin(positions, jnp.asarray(cfg.rope_inv_freq()), self.dtype)
-        x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
-
-        layer = functools.partial(decoder_layer, cos=cos, sin=sin, mask=mask, eps=cfg.rms_norm_eps,
-                                  backend=backend)
-        layer = remat_layer(layer, self.remat)
-        stacked = self.layers.stacked()
-        if self.scan_layers:
-            x, _ = jax.lax.scan(lambda carry, p: (layer(p, carry), None), x, stacked)
-        else:
-            for i in range(cfg.num_layers):
-                x = layer({k: w[i] for k, w in stacked.items()}, x)
-        h = rms_norm(x, self.norm[...], cfg.rms_norm_eps)
-        if return_hidden:
-            return h
-        w, layout = self.lm_head_weight()
-        eq = "btd,dv->btv" if layout == "dv" else "btd,vd->btv"
-        return jnp.einsum(eq, h, w.astype(h.dtype), preferred_element_type=jnp.float32).astype(jnp.float32)
+        x, _ = self.run_layers(input_ids, attention_mask, positions=positions, segment_ids=segment_ids,
+                               attn_mask=attn_mask)
+        h = self.final_norm(x)
+        return h if return_hidden else self.head_logits(h)

@@ -16,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rdpo_jax.models.attention import AttentionMask
+from rdpo_jax.models.masks import AttentionMask
 
 PAD_SEGMENT = jnp.iinfo(jnp.int32).min  # segment id of padding tokens and of the block-size tail
 
