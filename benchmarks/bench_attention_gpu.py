@@ -1,10 +1,10 @@
 """cuDNN vs XLA attention through ``rdpo_jax.models.attend``: agreement (bf16) and timings.
 
 Two masks on [B, T] rows with H query heads of D and KV key/value heads (default 16 x 2048, 32 heads of 64,
-GQA 8 kv heads, as spec section 6):
+GQA 8 kv heads: the attention shape of Mistral-7B):
 
 - ``causal``: plain causal rows (cuDNN uses its own causal mask, XLA a dense boolean mask);
-- ``tree``: rows packed with the spec section 3 tree layout ``x | y_w | x_last', y_l`` repeated, plus tail
+- ``tree``: rows packed with the docs/spec.md section 3 tree layout ``x | y_w | x_last', y_l`` repeated, plus tail
   padding, passed as an explicit boolean mask (cuDNN takes it as a bias).
 
 For each it prints the max |cudnn - xla| of the bf16 outputs and of the q/k/v gradients (each also against a

@@ -1,4 +1,4 @@
-"""Token saving of the packed layout (spec section 3) on the HH harmless-base test file.
+"""Token saving of the packed layout (docs/spec.md section 3) on the HH harmless-base test file.
 
 HH has no rationales: every pair gets the same placeholder rationale (:data:`PLACEHOLDER`, a fixed
 English sentence) under the conversational template. Reported per tokenizer and length budget:

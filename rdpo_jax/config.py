@@ -28,6 +28,7 @@ from rdpo_jax.config_fields import (
     choices_of,
     setting,
 )
+from rdpo_jax.data.batching import LAYOUTS
 from rdpo_jax.data.formats import FORMATS
 from rdpo_jax.data.rationale_templates import TEMPLATES, WORDINGS
 from rdpo_jax.data.schema import ON_BAD_ROW
@@ -46,11 +47,9 @@ __all__ = ["CHOICES", "CPU_COLLECTIVES", "DTYPES", "LAYOUTS", "MISSING_RATIONALE
            "SyntheticConfig", "TrainConfig", "is_section", "settings"]
 
 # Accepted values that the config itself defines: the code that acts on them is under rdpo_jax.train, which
-# this module does not import (rdpo_jax.train.step and .optim import theirs from here), or, for LAYOUTS,
-# rdpo_jax.data.batching, which names no constant for them yet.
+# this module does not import (rdpo_jax.train.step and .optim import theirs from here).
 DTYPES = ("float32", "bfloat16")
 NO_TEMPLATE = "none"  # data.rationale_template: no rationale conditioning
-LAYOUTS = ("three_row", "packed")
 MISSING_RATIONALE = ("error", "mask")
 OBJECTIVES = ("sft", "preference")
 REFERENCES = ("live", "cache")

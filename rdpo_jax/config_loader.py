@@ -29,7 +29,7 @@ from rdpo_jax.config_rules import check_rules
 from rdpo_jax.config_types import BadType, coerce, describe_type, is_dataclass_type, optional_parts
 from rdpo_jax.errors import ConfigError
 
-__all__ = ["ConfigError", "cmd_config", "config_to_dict", "dump_config", "load_config", "parse_override",
+__all__ = ["ConfigError", "config_to_dict", "dump_config", "load_config", "parse_override",
            "validate_config"]
 
 
@@ -310,17 +310,3 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
 def dump_config(cfg: RunConfig) -> str:
     """The config as YAML (every key; `load_config` reads it back to an equal config)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
-
-
-def cmd_config(argv: Sequence[str]) -> int:
-    """``rdpo-jax config [CONFIG.yaml] [key=value ...]``: validate and print the resolved config."""
-    import sys
-
-    path = argv[0] if argv and "=" not in argv[0] else None
-    try:
-        cfg = load_config(path, argv[1:] if path is not None else argv)
-    except ConfigError as e:
-        print(f"rdpo-jax config: {e}", file=sys.stderr)
-        return 2
-    print(dump_config(cfg), end="")
-    return 0

@@ -1,4 +1,4 @@
-"""Pure per-pair preference losses over sequence log-probs (spec section 2), and their registry.
+"""Pure per-pair preference losses over sequence log-probs (docs/spec.md section 2), and their registry.
 
 Every loss is a pure, jittable function
 
@@ -67,7 +67,7 @@ def log_sigmoid(x: Array) -> Array:
 def log1mexp(a: Array) -> Array:
     """log(1 - e^a) for a <= 0, stable: log(-expm1(a)) for a > -ln 2, log1p(-exp(a)) below.
 
-    The argument is clamped to at most -1e-12 so that a = 0 stays finite (spec section 2). Each branch
+    The argument is clamped to at most -1e-12 so that a = 0 stays finite (docs/spec.md section 2). Each branch
     gets a safe argument (double `where`) so the unselected branch cannot put a NaN into the gradient.
     """
     a = jnp.minimum(a, LOG1MEXP_CLAMP)

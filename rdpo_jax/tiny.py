@@ -54,9 +54,9 @@ def tiny_configs(root: str | Path, *, fast: bool = False) -> dict[str, RunConfig
 def run_tiny(root: str | Path = "runs/tiny", *, fast: bool = False, n_judge: int | None = None,
              seed: int = 0) -> dict[str, Any]:
     """Trains the three runs, judges generations with the synthetic oracle, prints and returns the table."""
-    from rdpo_jax.data import SyntheticTask
     from rdpo_jax.eval import generate_responses, pairwise_win_rate
     from rdpo_jax.models import load_hf
+    from rdpo_jax.train.pipeline import synthetic_task
     from rdpo_jax.train.plots import plot_runs
     from rdpo_jax.train.trainer import build_tokenizer, train
 
@@ -64,7 +64,7 @@ def run_tiny(root: str | Path = "runs/tiny", *, fast: bool = False, n_judge: int
     configs = tiny_configs(root, fast=fast)
     results = {name: train(cfg) for name, cfg in configs.items()}
     sft_cfg = configs["sft"]
-    task = SyntheticTask(task=sft_cfg.data.synthetic.task)
+    task = synthetic_task(sft_cfg)
     n_judge = n_judge or (64 if fast else 256)
     prompts = [ex.prompt for ex in task.examples(n_judge, seed=seed + 7)]
     tokenizer = build_tokenizer(sft_cfg)

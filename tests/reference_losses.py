@@ -1,4 +1,4 @@
-"""Independent float64 numpy reference for the losses of spec section 2 (written from the spec, not the code).
+"""Independent float64 numpy reference for the losses of docs/spec.md section 2 (written from the spec, not the code).
 
 Every function takes float64 arrays (S_w, S_l, n_w, n_l, R_w, R_l, S_r, n_r) and returns the per-pair loss.
 """

@@ -25,7 +25,7 @@ DATA = Path(__file__).resolve().parent / "data"
 MODEL = DATA / "rationale_model"
 N = 256
 #: A baseline rationale in the leaky template's own style: its swap score Δ(b) is the model's judgement of
-#: which response is better (information.md sec. 4.2 (b)).
+#: which response is better (docs/spec.md section 5).
 JUDGE = "response above wins"
 
 

@@ -1,4 +1,4 @@
-"""E1-E3 estimators against exact ground truths (information.md sec. 5.1-5.2)."""
+"""E1-E3 estimators against exact ground truths (docs/spec.md section 5)."""
 
 import math
 

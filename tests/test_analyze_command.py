@@ -6,11 +6,11 @@ import pytest
 
 from rdpo_jax.analysis import information_gain, policy_information, swap_information
 from rdpo_jax.analysis.command import synthetic_set
-from rdpo_jax.tiny import tiny_models
 from rdpo_jax.analysis.lm import policy_margins, rationale_logps
 from rdpo_jax.cli import main
 from rdpo_jax.data import synthetic_tokenizer
 from rdpo_jax.models import load_hf
+from rdpo_jax.tiny import tiny_models
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ HH_FILE = SHARED / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
 pytestmark = pytest.mark.skipif(not HH_FILE.exists(), reason=f"real HH file not present at {HH_FILE}")
 
-# spec section 4: 4 rows with an empty response, 5 whose chosen/rejected earlier turns differ.
+# docs/spec.md section 4: 4 rows with an empty response, 5 whose chosen/rejected earlier turns differ.
 EMPTY = [86, 516, 925, 1103]
 MISMATCH = [1254, 1688, 1950, 1952, 2036]
 # Two assistant turns in a row inside the shared prompt: the spec names 667, 763 and 1849; the file also has

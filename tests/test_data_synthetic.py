@@ -33,7 +33,7 @@ def tokenizer():
 
 
 def test_closed_form_matches_reference_table():
-    # information.md 5.2: (u, eps) -> I in nats
+    # docs/spec.md section 5: (u, eps) -> I in nats
     for u, eps, want in [(0, 0, 0.6931), (0.3, 0.1, 0.2576), (0.8, 0.2, 0.0385), (1.0, 0.1, 0.0)]:
         assert rationale_information(u, eps) == pytest.approx(want, abs=1e-4)
     assert conditional_rationale_information(0.3, 0.1, 0.0) == pytest.approx(0.0, abs=1e-15)

@@ -1,4 +1,4 @@
-"""Losses against an independent float64 numpy reference written from spec section 2, closed forms,
+"""Losses against an independent float64 numpy reference written from docs/spec.md section 2, closed forms,
 finite-difference gradients, and properties."""
 import math
 
@@ -112,10 +112,10 @@ def test_closed_forms():
     d = LOSSES["dpo"](lp_r)[0]
     np.testing.assert_allclose(LOSSES["rdpo"](lp_r, gamma=0.0, rationale_form="nll")[0], d, rtol=1e-7)
     np.testing.assert_allclose(LOSSES["rdpo"](lp_r, gamma=0.0)[0] - d, math.log(2), rtol=1e-6)
-    # RDPO sigmoid term, official numbers (paper.md): weight on S_r is gamma * (1 - sigma(gamma S_r))
+    # RDPO sigmoid term, the paper's worked example: weight on S_r is gamma * (1 - sigma(gamma S_r))
     g = jax.grad(lambda s: LOSSES["rdpo"](lp_r._replace(rationale=s), gamma=0.001)[0].sum())(
         jnp.full(b, -500.0))
-    np.testing.assert_allclose(-g / 0.001, 1 - 1 / (1 + math.exp(0.5)), rtol=1e-5)  # 0.62 in paper.md
+    np.testing.assert_allclose(-g / 0.001, 1 - 1 / (1 + math.exp(0.5)), rtol=1e-5)  # 0.62 in the paper's table
 
 
 def test_log1mexp_clamp_and_extremes():

@@ -1,4 +1,4 @@
-"""Packed-row layouts (segment ids, spec section 3's tree mask, sliding window on positions) against separate
+"""Packed-row layouts (segment ids, docs/spec.md section 3's tree mask, sliding window on positions) against separate
 forwards of each sequence, and the attention backends: splash (Pallas interpret mode on CPU), cudnn's error
 off GPU, "auto"."""
 import jax

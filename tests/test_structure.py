@@ -90,7 +90,14 @@ def test_roles_and_contract():
 
 
 def test_the_contract_covers_every_key_the_data_layer_lays_out():
-    from rdpo_jax.data import Buckets, SyntheticTask, packed_batch, synthetic_tokenizer, three_row_batch, tokenize_examples
+    from rdpo_jax.data import (
+        Buckets,
+        SyntheticTask,
+        packed_batch,
+        synthetic_tokenizer,
+        three_row_batch,
+        tokenize_examples,
+    )
 
     tok = synthetic_tokenizer()
     rows = tokenize_examples(SyntheticTask().examples(5, seed=0), tok, rationale_template="conversational").rows
@@ -123,3 +130,29 @@ def test_pad_rows_pads_tokens_slots_and_tree_masks_with_the_contract_values():
     assert all(np.array_equal(stacked[k][0], out[k]) for k in stacked)
     with pytest.raises(ValueError, match="does not fit"):
         pad_rows(batch, n_rows=2, length=1, n_slots=2, pad_id=0)
+
+
+CITING = [p for d in ("rdpo_jax", "tests", "benchmarks", "launch", "configs")
+          for p in sorted((PACKAGE.parent / d).rglob("*")) if p.suffix in (".py", ".yaml", ".md")]
+
+
+def test_every_cited_document_is_in_the_repository():
+    """Docstrings and comments cite docs/ pages (and docs/spec.md sections) that exist, never notes outside
+    the repository."""
+    import re
+
+    root = PACKAGE.parent
+    spec = (root / "docs" / "spec.md").read_text()
+    sections = set(re.findall(r"^## (\d+)\.", spec, re.M))
+    missing, outside = [], []
+    for p in CITING:
+        text = p.read_text()
+        for page in re.findall(r"\bdocs/([\w-]+\.md)", text):
+            if not (root / "docs" / page).exists():
+                missing.append(f"{p.relative_to(root)}: docs/{page}")
+        for n in re.findall(r"docs/spec\.md,? sections? (\d+)", text):
+            if n not in sections:
+                missing.append(f"{p.relative_to(root)}: docs/spec.md section {n}")
+        if re.search(r"(?<!docs/)\bspec\.md|\b(information|paper|peers|wave2-corrections)\.md|shared/reference", text):
+            outside.append(str(p.relative_to(root)))
+    assert missing == [] and outside == []

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from rdpo_jax.batch import step_inputs
 from rdpo_jax.data import (
     Buckets,
     SyntheticTask,
@@ -14,7 +15,6 @@ from rdpo_jax.data import (
     three_row_batch,
     tokenize_examples,
 )
-from rdpo_jax.batch import step_inputs
 from rdpo_jax.train.batches import stack_micro_batches
 from rdpo_jax.train.objectives import PreferenceObjective
 from rdpo_jax.train.step import make_loss_and_grads, split_model

@@ -1,4 +1,4 @@
-"""Usable-information estimators for preference data with rationales (information.md sec. 7, E1-E3).
+"""Usable-information estimators for preference data with rationales (docs/spec.md section 5, E1-E3).
 
 Every estimator takes per-example arrays of held-out log-probs / logits and returns an
 `InformationEstimate` with `.nats`, `.bits`, `.per_example` (nats), `.ci` (nats) and a readable repr.

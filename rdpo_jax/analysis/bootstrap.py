@@ -25,7 +25,7 @@ $\hat\theta^*=\sum_i c_i v_i/\sum_i c_i$.
   for $\beta=\alpha/2,\ 1-\alpha/2$. Leave-one-out is over examples, or over seeds in the hierarchical case.
 
 kNN-type estimators must never be bootstrapped with replacement (duplicated points give zero distances and
-a large upward bias, information.md sec. 5.5); this package implements no kNN estimator, so every interval
+a large upward bias, docs/spec.md section 5); this package implements no kNN estimator, so every interval
 here is for a mean, where resampling with replacement is valid.
 """
 

@@ -13,7 +13,7 @@ features) that keeps separable data finite. A temperature is the 1-D case $w=1/T
 scores are ignored, which yields 0 information). The objective is convex; it is minimised by damped Newton,
 vectorised over many weightings $\omega$ (one per cross-fitting fold).
 
-**Cross-fitting** (information.md sec. 2.5): examples are split into K folds at random (within each run when
+**Cross-fitting** (docs/spec.md section 5): examples are split into K folds at random (within each run when
 several runs are given); the parameters used on fold k are fitted on the other K-1 folds, so every reported
 per-example value is out-of-fold. Fitting on all data is done only to report a single temperature.
 """

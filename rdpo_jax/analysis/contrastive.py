@@ -1,4 +1,4 @@
-r"""E4 (partial): InfoNCE and SMILE bounds from a critic score matrix (information.md sec. 3.1, 7).
+r"""E4 (partial): InfoNCE and SMILE bounds from a critic score matrix (docs/spec.md section 5).
 
 Given batches of K paired samples and critic scores $f_{ij}=f(x_i,y_j)$ (shape (K, K) or (m, K, K); the
 diagonal holds the true pairs):

@@ -1,4 +1,4 @@
-r"""Usable-information estimators on per-example arrays (information.md sec. 2, 4 and 7: E1-E3).
+r"""Usable-information estimators on per-example arrays (docs/spec.md section 5: E1-E3).
 
 All estimates are means of pointwise values over **held-out** examples, in nats (`.bits` divides by
 ln 2), with a paired percentile or BCa bootstrap interval over examples, two-stage over runs when `seeds`
@@ -111,7 +111,7 @@ def swap_information(
     the information of the rationale-implied posterior $\sigma(\Delta/T)$ about the true slot order.
 
     Conditional (``baseline`` = a logit $s_0$ of the true order without the rationale: a DPO margin
-    $h/T_0$, the vacuous-rationale $\Delta(b)$, or a judge's log-odds; information.md sec. 4.3):
+    $h/T_0$, the vacuous-rationale $\Delta(b)$, or a judge's log-odds; docs/spec.md section 5):
     $$\widehat{\mathrm{CVI}}=\tfrac1n\textstyle\sum_i\big[\log\sigma(s_{1,i})-\log\sigma(s_{0,i})\big],$$
     naive Bayes $s_1=s_0+\Delta/T$ (with "fit": $s_0\to a_0 s_0$, both scales cross-fitted), or stacked
     $s_1=a s_0+b\Delta$ (``combine="stacked"``, fitted, requires ``temperature="fit"``). Stacking has no

@@ -1,4 +1,4 @@
-r"""Synthetic tasks with known information (information.md sec. 5.1-5.2), for validating the estimators.
+r"""Synthetic tasks with known information (docs/spec.md section 5), for validating the estimators.
 
 * **Erasure-flip channel.** $W\sim\mathrm{Bern}(\frac12)$; $R=\,?$ with probability $u$, else $R=W$ with
   probability $1-\varepsilon$ and $R=1-W$ otherwise. $I(W;R)=(1-u)(\log2-h(\varepsilon))$ nats. The exact

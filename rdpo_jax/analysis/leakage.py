@@ -1,4 +1,4 @@
-r"""Leakage control for E2 (information.md sec. 4.2, after RoRa): mask slot and label words in rationales.
+r"""Leakage control for E2 (docs/spec.md section 5, after RoRa): mask slot and label words in rationales.
 
 A rationale that names a *slot* ("the response above wins") makes the swap score
 $\Delta=\ell(r\mid\text{chosen first})-\ell(r\mid\text{chosen second})$ large without saying anything about

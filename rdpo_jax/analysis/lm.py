@@ -1,4 +1,4 @@
-r"""Log-probabilities from our models for the estimators E1-E3 (information.md sec. 4.2-4.5).
+r"""Log-probabilities from our models for the estimators E1-E3 (docs/spec.md section 5).
 
 Everything here turns a model (a :class:`~rdpo_jax.models.DecoderLM`), a tokenizer and a list of
 :class:`~rdpo_jax.data.PreferenceExample` into per-example arrays of **summed** float32 log-probs, shape (n,):

@@ -28,6 +28,8 @@ from rdpo_jax.batch import NUM_ROLES, TREE_MASK, UNUSED, Role, empty_rows, pad_r
 from .packing import PackedRow, pack_rows, tree_attention_mask
 from .rows import TokenizedExample
 
+LAYOUTS = (THREE_ROW, PACKED) = ("three_row", "packed")  # the two batch layouts (module doc)
+
 
 def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
     """``lo, 2 lo, 4 lo, ... < hi`` and ``hi`` itself."""
@@ -67,7 +69,7 @@ def _sequence_rows(rows: Sequence[TokenizedExample], positions: Sequence[int], w
     out = []
     for p, ex in zip(positions, rows, strict=True):
         seqs = [ex.chosen, ex.rejected] + ([ex.rationale] if with_rationale else [])
-        for role, seq in zip(Role, seqs):
+        for role, seq in zip(Role, seqs, strict=False):  # no rationale role without rationales
             row = PackedRow()
             if seq is None:
                 row.add_empty_slot()
@@ -165,7 +167,7 @@ class BatchPlan:
     buckets: Buckets
     global_batch_size: int
     pad_id: int
-    layout: str = "three_row"
+    layout: str = THREE_ROW
     with_rationale: bool = False
     pairs_per_row: int = 1
     row_multiple: int = 1  # packed layout: row counts are multiples of it (they split over the devices)
@@ -181,11 +183,11 @@ def make_batch(rows: Sequence[TokenizedExample], plan: BatchPlan, dataset_index:
     being iterated, carried as the ``dataset_index`` key)."""
     kw = dict(buckets=plan.buckets, global_batch_size=plan.global_batch_size, pad_id=plan.pad_id,
               with_rationale=plan.with_rationale, dataset_index=dataset_index)
-    if plan.layout == "three_row":
+    if plan.layout == THREE_ROW:
         return three_row_batch(rows, **kw)
-    if plan.layout == "packed":
+    if plan.layout == PACKED:
         return packed_batch(rows, pairs_per_row=plan.pairs_per_row, row_multiple=plan.row_multiple, **kw)
-    raise ValueError(f"layout must be 'three_row' or 'packed', got {plan.layout!r}")
+    raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {plan.layout!r}")
 
 
 def pad_id_for(tokenizer) -> int:

@@ -1,4 +1,4 @@
-"""Chat templates (Jinja) and chat rendering to token ids, with the template rules of spec section 4.
+"""Chat templates (Jinja) and chat rendering to token ids, with the template rules of docs/spec.md section 4.
 
 Our Jinja templates reproduce the packages' own Python renderers token for token (tested):
 
@@ -141,7 +141,7 @@ def _try_render(tokenizer: Any, messages: Sequence[Message], add_generation_prom
 
 def prepare_messages(tokenizer: Any, messages: Sequence[Message], stats: ChatStats | None = None
                      ) -> list[Message]:
-    """Apply spec section 4's template rules before rendering.
+    """Apply the template rules of docs/spec.md section 4 before rendering.
 
     - Templates that demand alternation (ours for Mistral, or any template that raises on the raw list but
       accepts the merged one): consecutive same-role turns are merged with a blank line (counted).

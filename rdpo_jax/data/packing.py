@@ -1,4 +1,4 @@
-"""The packed (tree-shaped) layout of spec section 3: a pair's chosen, rejected and rationale in one row.
+"""The packed (tree-shaped) layout of docs/spec.md section 3: a pair's chosen, rejected and rationale in one row.
 
 Packed row for one pair (conversational template)::
 

@@ -1,4 +1,4 @@
-"""The two rationale-conditioning templates of spec section 3, as chat message lists.
+"""The two rationale-conditioning templates of docs/spec.md section 3, as chat message lists.
 
 The chosen response is always in the first slot (as the official code).
 

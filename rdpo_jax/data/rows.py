@@ -2,7 +2,7 @@
 
 Every sequence the model scores is a *context* (the rendered conversation up to and including the assistant
 header / generation prompt) plus a *completion* (the assistant turn's text tokens plus exactly one
-end-of-turn token, spec section 1). Per example: chosen ``[x][y_w]``, rejected ``[x][y_l]``, and, with a
+end-of-turn token, docs/spec.md section 1). Per example: chosen ``[x][y_w]``, rejected ``[x][y_l]``, and, with a
 rationale template, the rationale sequence ``[c][r]``.
 
 Completions are read off the full rendering: ``full = encode_chat(messages + [assistant])``, ``context =

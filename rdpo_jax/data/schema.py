@@ -2,7 +2,7 @@
 
 A preference example is ``(x, y_w, y_l, r)``: a prompt ``x`` (a string, or a list of chat messages), the
 chosen (preferred) final assistant response ``y_w``, the rejected one ``y_l``, and an optional rationale
-``r`` explaining why ``y_w`` wins (spec section 4).
+``r`` explaining why ``y_w`` wins (docs/spec.md section 4).
 
 Normal form, shared by every source: a prompt that is exactly one user turn is stored as a plain string;
 anything else (a system prompt, earlier turns) is a list of ``{"role", "content"}`` messages with roles

@@ -11,7 +11,7 @@ responses of at most 12 words):
   deterministic function of the responses (Shannon ``I(W; R | C) = 0`` without label noise) that a small
   model finds hard to compute, while the rationale states it (usable information > 0).
 
-Generative model of one pair (information.md sections 5.2 and 5.3). Two responses are drawn in random
+Generative model of one pair (docs/spec.md section 5). Two responses are drawn in random
 slots 0 and 1, exactly one of them good; ``T`` is the good one's slot (uniform). The label
 ``W = T`` flipped with probability ``eta`` (label noise); chosen is slot ``W``. The rationale explains the
 label (``rationale_follows="label"``, an annotator who rationalises the given preference) or the truth

@@ -9,9 +9,9 @@ token of its own), special tokens ``<pad> <s> </s> <unk>`` and the chat markers 
     <|assistant|> the fox is red <|eot|>
 
 Every turn is closed by ``<|eot|>``, which is also the tokenizer's ``eos_token`` (generation stops on it), so
-a completion's scored tokens are its words plus exactly one ``<|eot|>`` (spec section 1). ``</s>`` is kept as
+a completion's scored tokens are its words plus exactly one ``<|eot|>`` (docs/spec.md section 1). ``</s>`` is kept as
 a reserved special token. Synthetic text (lower-case words separated by single spaces) round-trips exactly
-through ``encode``/``decode``. The words of the rationale-conditioning templates of spec section 3 are in the
+through ``encode``/``decode``. The words of the rationale-conditioning templates of docs/spec.md section 3 are in the
 vocabulary too, so those templates tokenise without ``<unk>``.
 """
 
@@ -30,7 +30,7 @@ TASK_WORDS = (
     "please", "name", "a", "animal", "the", "is", "and", "it", "matches", "request", "response", "above",
     "below", "wins", "both", "responses", "look", "fine", "tell", "me", "about", "with", "zaps", "has", "so",
 )
-# Words and characters of the rationale-conditioning templates (spec section 3), lower-cased.
+# Words and characters of the rationale-conditioning templates (docs/spec.md section 3), lower-cased.
 TEMPLATE_WORDS = (
     "given", "prompt", "which", "of", "following", "assistant", "s", "more", "preferable", "strictly",
     "follows", "question", "or", "another", "to", "same", "better", "why", "rationale", "chosen", "rejected",

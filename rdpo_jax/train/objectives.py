@@ -23,6 +23,7 @@ from rdpo_jax.losses import (
     pair_finite,
 )
 
+
 @dataclasses.dataclass(frozen=True)
 class PreferenceObjective:
     """One loss of the registry with its hyperparameters, computed from a row batch.

@@ -96,9 +96,9 @@ def build_tokenizer(cfg: RunConfig) -> Any:
 
 
 def synthetic_task(cfg: RunConfig) -> SyntheticTask:
+    """The run's synthetic task: ``data.synthetic`` without the set sizes (``n_train``, ``n_eval``)."""
     s = cfg.data.synthetic
-    return SyntheticTask(task=s.task, u=s.u, eps=s.eps, eta=s.eta, wording=s.wording, parity_bits=s.parity_bits,
-                         rationale_follows=s.rationale_follows)
+    return SyntheticTask(**{f.name: getattr(s, f.name) for f in dataclasses.fields(SyntheticTask)})
 
 
 @dataclasses.dataclass

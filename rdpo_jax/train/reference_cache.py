@@ -24,9 +24,9 @@ import numpy as np
 from flax import nnx
 
 from rdpo_jax import paths
+from rdpo_jax.batch import ROW_KEYS, Role
 from rdpo_jax.errors import RdpoError
 from rdpo_jax.files import writing
-from rdpo_jax.batch import ROW_KEYS, Role
 from rdpo_jax.logprobs import pair_sums, row_token_logps
 
 ROW_ARRAYS = (*ROW_KEYS, "pair_mask")  # what the reference forward reads

@@ -31,6 +31,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from rdpo_jax import paths
+from rdpo_jax.config import DTYPES as DTYPE_NAMES
 from rdpo_jax.config import RunConfig
 from rdpo_jax.config_loader import config_to_dict, dump_config
 from rdpo_jax.config_rules import uses_rationales
@@ -69,7 +70,7 @@ CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 DATA_REPORT_FILE = "data_report.json"
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {name: getattr(jnp, name) for name in DTYPE_NAMES}  # config names -> jnp dtypes
 
 
 class NonFiniteLoss(RdpoError, RuntimeError):
