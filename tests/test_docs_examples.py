@@ -157,17 +157,28 @@ def test_every_stand_in_is_used():
 
 def test_links_point_into_the_repository():
     """Relative links resolve to files of the repository; nothing cites the workspace outside it."""
-    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    link = re.compile(r"\]\(([^)#\s]*)(?:#([^)]*))?\)")
     for page in PAGES:
         text = (ROOT / page).read_text()
-        assert "shared/" not in text, f"{page} cites a file outside the repository (shared/)"
-        for target in link.findall(text):
+        outside = re.search(r"(?<![/\w])(\.\./)*shared/", text)  # the workspace's shared/ (not /mnt/shared/)
+        assert outside is None, f"{page} cites a file outside the repository: ...{text[outside.start():][:40]}"
+        prose = re.sub(r"`[^`\n]*`", "", re.sub(r"^\s*```.*?^\s*```", "", text, flags=re.M | re.S))
+        for target, anchor in link.findall(prose):
             if re.match(r"[a-z]+://", target):
                 continue
-            path = ((ROOT / page).parent / target).resolve()
+            path = ((ROOT / page).parent / target).resolve() if target else ROOT / page
             rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else None
             assert rel is not None, f"{page}: link {target} leaves the repository"
             assert path.exists() or rel in GENERATED, f"{page}: link {target} points to no file"
+            if anchor and path.suffix == ".md" and path.exists():
+                assert anchor in _anchors(path), f"{page}: link {target}#{anchor}: no such heading in {rel}"
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of a markdown file (lower case, punctuation dropped, spaces -> hyphens)."""
+    text = re.sub(r"^\s*```.*?^\s*```", "", path.read_text(), flags=re.M | re.S)
+    heads = re.findall(r"^#+\s+(.*?)\s*$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
 
 
 def test_readme_is_short():
