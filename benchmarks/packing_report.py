@@ -25,7 +25,7 @@ from rdpo_jax.data.packing import can_pack, packed_length, unpacked_length
 from rdpo_jax.data.rows import TruncationConfig, tokenize_examples
 from rdpo_jax.data.tokenizers import load_tokenizer
 
-HH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+HH_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 PLACEHOLDER = ("The response above is better: it declines the harmful part of the request, stays polite, and "
                "answers the question that can safely be answered, while the response below does not.")
 BUDGETS = ((1024, 512), (2048, 1024))
@@ -45,13 +45,16 @@ def saving(rows, with_rationale: bool, max_length: int) -> tuple[float, int, int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=HH_DEFAULT,
+                    help="an HH-format .jsonl(.gz) file, e.g. harmless-base/test.jsonl.gz of Anthropic/hh-rlhf "
+                         "(default: a copy beside this checkout)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--tokenizers", default="llama3,mistral-v1,mistral-v3")
     args = ap.parse_args()
-    examples, report = load_preferences("Anthropic/hh-rlhf", data_files=str(HH), on_bad_row="skip")
+    examples, report = load_preferences("Anthropic/hh-rlhf", data_files=str(args.data), on_bad_row="skip")
     examples = [dataclasses.replace(e, rationale=PLACEHOLDER) for e in examples[: args.limit]]
-    print(f"{HH.name}: {len(examples)} pairs kept ({report.n_skipped} skipped); placeholder rationale\n")
+    print(f"{args.data.name}: {len(examples)} pairs kept ({report.n_skipped} skipped); placeholder rationale\n")
     print("| tokenizer | max_length / max_prompt | pairs packed (RDPO) | RDPO three-row / packed tokens | "
           "RDPO saving | DPO saving |")
     print("|---|---|---|---|---|---|")

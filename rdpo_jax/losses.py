@@ -291,7 +291,8 @@ def orpo(logps: SequenceLogps, *, lam: float = 0.1) -> tuple[Array, Metrics]:
     L = (A_w - A_l) - (log1mexp(A_w) - log1mexp(A_l)), the log odds ratio of the per-token averages.
 
     The NLL is per pair over the completion only (TRL uses a batch token-mean over prompt and
-    completion): see the README. No reference model. Rewards are lam * A as in TRL; logps/* are A.
+    completion): see docs/losses.md, parameter conventions. No reference model. Rewards are lam * A as in
+    TRL; logps/* are A.
     """
     _check_logps(logps, "orpo", need_ref=False, need_rationale=False, need_rationale_tokens=False)
     _check_range("orpo", "lam", lam, 0.0, math.inf)
@@ -342,7 +343,7 @@ def simpo(logps: SequenceLogps, *, beta: float = 2.0, gamma_beta_ratio: float = 
 def rsimpo(logps: SequenceLogps, *, beta: float = 2.0, gamma_beta_ratio: float = 0.25,
            sft_weight: float = 0.0, gamma: float = 1.0) -> tuple[Array, Metrics]:
     """RSimPO: simpo + gamma * (-S_r / n_r), length-normalised like SimPO's rewards (not in the
-    official code; see the README)."""
+    official code; see docs/losses.md)."""
     _check_logps(logps, "rsimpo", need_ref=False, need_rationale=True, need_rationale_tokens=True)
     _check_simpo_options("rsimpo", beta, gamma_beta_ratio, sft_weight)
     _check_range("rsimpo", "gamma", gamma, 0.0, math.inf)

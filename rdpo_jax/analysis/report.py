@@ -1,7 +1,7 @@
 r"""The analysis report: E1-E3 from our models on one held-out preference set, as a JSON-able dict.
 
-:func:`analyze_models` is what ``rdpo-jax analyze`` runs; every number in its report is one library call
-on arrays from :mod:`rdpo_jax.analysis.lm`, so a user can recompute it:
+:func:`rdpo_jax.analysis.command.analyze` is what ``rdpo-jax analyze`` runs; every number in its report is
+one library call on arrays from :mod:`rdpo_jax.analysis.lm`, so a user can recompute it:
 
 * ``E2`` = ``swap_information(Δ(r), T, vacuous=Δ(b), shuffled=Δ(r_π))`` with $\Delta$ from
   :func:`~rdpo_jax.analysis.lm.rationale_logps` (reported value: contrast "rationale - vacuous");
