@@ -114,3 +114,28 @@ def test_curves_and_data_efficiency_ratio():
     assert ratio.ci[0] <= ratio.ratio <= ratio.ci[1] and ratio.ci[0] <= 4.0 <= ratio.ci[1]
     assert ratio.ci[0] > 2.0 and ratio.frac_undefined < 0.05
     assert "N_b/N_a" in repr(ratio) and "InformationCurve" in repr(curve_a)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: an.policy_information(np.zeros(3), nboot=500), r"policy_information\(\) got unexpected keyword "
+                                                                 r"argument\(s\) nboot; its interval options are "
+                                                                 r"n_folds, ci_level, n_boot, method, seed, seeds"),
+    (lambda: an.pvi(np.zeros(3), np.zeros(3), n_folds=3), r"pvi\(\) got unexpected keyword argument\(s\) "
+                                                             r"n_folds; its interval options are ci_level, n_boot"),
+])
+def test_unknown_interval_options_are_type_errors_naming_the_accepted_ones(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_interval_options_are_defined_once_with_their_defaults():
+    """Every estimator takes the same interval keywords, with the defaults of `INTERVAL_DEFAULTS`: the
+    default call equals the call that spells them out."""
+    from rdpo_jax.analysis.estimators import INTERVAL_DEFAULTS, IntervalOptions
+
+    assert list(INTERVAL_DEFAULTS) == list(IntervalOptions.__annotations__)
+    m = np.random.default_rng(2).normal(1.0, 2.0, 60)
+    spelled = an.policy_information(m, "fit", **INTERVAL_DEFAULTS)
+    default = an.policy_information(m, "fit")
+    assert spelled.ci == default.ci and spelled.nats == default.nats
+    assert an.policy_information(m, "fit", n_folds=3).ci != default.ci  # the option reaches the estimator

@@ -19,25 +19,52 @@ labels each example with its run. Scores are oriented so that the target is alwa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, TypedDict, Unpack
+
 import numpy as np
 
 from ._checks import as_groups, as_vector, check_ci_options, check_same_shape, check_temperature
 from ._pointwise import Options, Row, assemble, conditional_pointwise, difference, maybe_folds, sym_pointwise
 from .result import InformationEstimate
 
-__all__ = ["pvi", "swap_information", "policy_information", "information_gain"]
+__all__ = ["INTERVAL_DEFAULTS", "IntervalOptions", "pvi", "swap_information", "policy_information",
+           "information_gain"]
 
 
-def _options(n, *, ci_level, n_boot, method, seed, seeds, n_folds) -> Options:
-    check_ci_options(ci_level, n_boot, method)
-    return Options(
-        ci_level=ci_level,
-        n_boot=n_boot,
-        method=method,
-        seed=seed,
-        groups=as_groups("seeds", seeds, n),
-        n_folds=n_folds,
-    )
+class IntervalOptions(TypedDict, total=False):
+    """The keyword options every estimator takes, defined once (defaults: `INTERVAL_DEFAULTS`).
+
+    ``n_folds``: folds of the cross-fitted temperature (``temperature="fit"``; not an option of `pvi`, which
+    fits nothing); ``ci_level``; ``n_boot``: bootstrap resamples (B >= 2000 by default); ``method``: "bca"
+    or "percentile"; ``seed``: of the folds and resamples; ``seeds``: optional (n,) run labels, with which
+    the interval resamples runs, then examples within run.
+    """
+
+    n_folds: int
+    ci_level: float
+    n_boot: int
+    method: str
+    seed: int
+    seeds: Any
+
+
+INTERVAL_DEFAULTS: IntervalOptions = {"n_folds": 5, "ci_level": 0.95, "n_boot": 2000, "method": "bca", "seed": 0,
+                                      "seeds": None}
+
+
+def _options(n: int, given: Mapping[str, Any], caller: str, *, fits: bool = True) -> Options:
+    """`Options` from a call's interval keywords (unknown ones, or ``n_folds`` where nothing is fitted, are a
+    TypeError naming what is accepted)."""
+    accepted = [k for k in INTERVAL_DEFAULTS if fits or k != "n_folds"]
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {', '.join(unknown)}; its interval "
+                        f"options are {', '.join(accepted)}")
+    o = {**INTERVAL_DEFAULTS, **given}
+    check_ci_options(o["ci_level"], o["n_boot"], o["method"])
+    return Options(ci_level=o["ci_level"], n_boot=o["n_boot"], method=o["method"], seed=o["seed"],
+                   groups=as_groups("seeds", o["seeds"], n), n_folds=o["n_folds"] if fits else 2)
 
 
 def pvi(
@@ -45,11 +72,7 @@ def pvi(
     logp_base,
     *,
     null=None,
-    ci_level: float = 0.95,
-    n_boot: int = 2000,
-    method: str = "bca",
-    seed: int = 0,
-    seeds=None,
+    **interval: Unpack[IntervalOptions],
 ) -> InformationEstimate:
     r"""E1: pointwise and (conditional) V-information from held-out label log-probs.
 
@@ -66,8 +89,7 @@ def pvi(
       null: optional (n,) log-probs of the full model on shuffled inputs (each example paired with another
         example's extra variable). Reported as control "null" ($\overline{\text{null}-\text{base}}$, should be
         <= 0) and contrast "full - null" (the VI-growth correction of Ghosh & Motani 2025).
-      ci_level, n_boot, method, seed: bootstrap options ("bca" or "percentile"; B >= 2000 by default).
-      seeds: optional (n,) run labels; the interval then resamples runs, then examples within run.
+      **interval: ``ci_level``, ``n_boot``, ``method``, ``seed``, ``seeds`` (`IntervalOptions`).
 
     Returns:
       `InformationEstimate`; `.per_example` is PVI_i in nats.
@@ -80,8 +102,7 @@ def pvi(
         base = as_vector("logp_base", logp_base, max_value=0.0)
     nul = as_vector("null", null, allow_none=True, max_value=0.0)
     check_same_shape("logp_full", full, logp_base=base, null=nul)
-    opts = _options(full.size, ci_level=ci_level, n_boot=n_boot, method=method, seed=seed, seeds=seeds,
-                    n_folds=2)
+    opts = _options(full.size, interval, "pvi", fits=False)
     controls, contrasts = {}, {}
     if nul is not None:
         controls["null"] = Row(nul - base)
@@ -97,12 +118,7 @@ def swap_information(
     shuffled=None,
     baseline=None,
     combine: str = "naive_bayes",
-    n_folds: int = 5,
-    ci_level: float = 0.95,
-    n_boot: int = 2000,
-    method: str = "bca",
-    seed: int = 0,
-    seeds=None,
+    **interval: Unpack[IntervalOptions],
 ) -> InformationEstimate:
     r"""E2: swap-order rationale information from $\Delta_i$ (chosen-first minus chosen-second log-prob).
 
@@ -128,7 +144,7 @@ def swap_information(
         conditional, and control "baseline" is the baseline's own information
       $\log2-\overline{\mathrm{sp}(-s_0)}$.
       combine: "naive_bayes" or "stacked" (conditional version only).
-      ci_level, n_boot, method, seed, seeds: see `pvi`.
+      **interval: ``n_folds``, ``ci_level``, ``n_boot``, ``method``, ``seed``, ``seeds`` (`IntervalOptions`).
     """
     d = as_vector("delta", delta)
     vac = as_vector("vacuous", vacuous, allow_none=True)
@@ -140,8 +156,7 @@ def swap_information(
         raise ValueError(f"`combine` must be 'naive_bayes' or 'stacked'; got {combine!r}")
     if combine == "stacked" and (s0 is None or temperature != "fit"):
         raise ValueError("combine='stacked' fits its coefficients: pass `baseline` and temperature='fit'")
-    opts = _options(d.size, ci_level=ci_level, n_boot=n_boot, method=method, seed=seed, seeds=seeds,
-                    n_folds=n_folds)
+    opts = _options(d.size, interval, "swap_information")
     folds = maybe_folds(d.size, temperature == "fit", opts)
 
     info: dict = {}
@@ -172,12 +187,7 @@ def policy_information(
     temperature=1.0,
     *,
     null: bool = True,
-    n_folds: int = 5,
-    ci_level: float = 0.95,
-    n_boot: int = 2000,
-    method: str = "bca",
-    seed: int = 0,
-    seeds=None,
+    **interval: Unpack[IntervalOptions],
 ) -> InformationEstimate:
     r"""E3: usable preference information of a policy from its implicit-reward margins on held-out pairs.
 
@@ -193,12 +203,12 @@ def policy_information(
       temperature: a positive number, or "fit".
       null: also report control "permuted": the same estimator (same temperature procedure) on margins with
         random signs, i.e. permuted preference labels. With "fit" it is ~0; with a fixed T it is <= 0 and
-        measures over-confidence. n_folds, ci_level, n_boot, method, seed, seeds: see `swap_information`.
+        measures over-confidence.
+      **interval: as `swap_information`.
     """
     h = as_vector("margins", margins)
     temperature = check_temperature(temperature)
-    opts = _options(h.size, ci_level=ci_level, n_boot=n_boot, method=method, seed=seed, seeds=seeds,
-                    n_folds=n_folds)
+    opts = _options(h.size, interval, "policy_information")
     folds = maybe_folds(h.size, temperature == "fit", opts)
     main = sym_pointwise(h, temperature, folds)
     controls = {}
@@ -215,12 +225,7 @@ def information_gain(
     *,
     temperature_b=None,
     labels: tuple[str, str] = ("a", "b"),
-    n_folds: int = 5,
-    ci_level: float = 0.95,
-    n_boot: int = 2000,
-    method: str = "bca",
-    seed: int = 0,
-    seeds=None,
+    **interval: Unpack[IntervalOptions],
 ) -> InformationEstimate:
     r"""E3 paired difference: $\Delta\hat I=\hat I^{a}_{\mathcal V}-\hat I^{b}_{\mathcal V}$ (e.g. RDPO -
     DPO).
@@ -244,8 +249,7 @@ def information_gain(
     tb = ta if temperature_b is None else check_temperature(temperature_b)
     if len(labels) != 2 or labels[0] == labels[1]:
         raise ValueError(f"`labels` must be two distinct names; got {labels!r}")
-    opts = _options(ha.size, ci_level=ci_level, n_boot=n_boot, method=method, seed=seed, seeds=seeds,
-                    n_folds=n_folds)
+    opts = _options(ha.size, interval, "information_gain")
     folds = maybe_folds(ha.size, "fit" in (ta, tb), opts)
     pa = sym_pointwise(ha, ta, folds if ta == "fit" else None)
     pb = sym_pointwise(hb, tb, folds if tb == "fit" else None)
