@@ -85,6 +85,13 @@ def _cmd_analyze(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _cmd_judge(argv: Sequence[str]) -> int:
+    """Win rate of A's responses against B's (or a dataset's chosen) with an endpoint, local or oracle judge."""
+    from rdpo_jax.eval.judges.command import main
+
+    return main(argv)
+
+
 def _cmd_config(argv: Sequence[str]) -> int:
     """Validate a config (with overrides) and print it resolved: rdpo-jax config [CONFIG] [key=value ...]."""
     cfg = _load_run_config("rdpo-jax config", _cmd_config.__doc__, argv)
@@ -95,7 +102,8 @@ def _cmd_config(argv: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"info": _cmd_info, "train": _cmd_train, "tiny": _cmd_tiny,
-                                                       "analyze": _cmd_analyze, "config": _cmd_config}
+                                                       "analyze": _cmd_analyze, "config": _cmd_config,
+                                                       "judge": _cmd_judge}
 
 
 def usage() -> str:

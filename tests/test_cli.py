@@ -6,7 +6,11 @@ from rdpo_jax.cli import COMMANDS, format_eval, main
 
 EXPECTED = {"info": [], "train": ["config", "overrides"], "tiny": ["--root", "--fast", "--seed"],
             "analyze": ["checkpoint", "--compare", "--reference", "--task", "--parity-bits", "--n-boot"],
-            "config": ["config", "overrides"]}
+            "config": ["config", "overrides"],
+            "judge": ["a", "b", "--against", "--data", "--split", "--allow-missing", "--out", "--protocol",
+                      "--template-file", "--endpoint", "--judge-model", "--api-key-env", "--concurrency",
+                      "--timeout", "--backoff-base", "--cache", "--dry-run", "--local-model", "--margin",
+                      "--oracle"]}
 
 
 def test_every_command_is_listed(capsys):
