@@ -90,7 +90,8 @@ def test_command_line_against_the_server_and_dry_run(tmp_path, capsys, monkeypat
                 "--out", str(tmp_path / "out"), "--timeout", "1", "--backoff-base", "0.01", "--n-boot", "200"]
         assert main([*args, "--dry-run"]) == 0
         printed = capsys.readouterr().out
-        assert "sk-secret" not in printed and "12 requests, 10 not cached: 10 calls" in printed and "END OF RESPONSE 2" in printed
+        assert "sk-secret" not in printed and "12 requests, 10 not cached: 10 calls" in printed
+        assert "END OF RESPONSE 2" in printed
         assert server.bodies == []
         assert main(args) == 0
         assert "sk-secret" not in capsys.readouterr().out
