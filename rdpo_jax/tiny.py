@@ -1,5 +1,7 @@
 """The built-in tiny default, end to end on CPU: a tiny Llama trained by SFT on the synthetic task, then
-RDPO and DPO from it; held-out rewards/accuracies and the oracle's win rate of each against the SFT model.
+RDPO and DPO from it; held-out rewards/accuracies and the oracle's win rate of each against the SFT model
+(`rdpo_jax.eval.judges`: each pair judged in both orders; the oracle scores each response alone, so the
+position consistency is 100%).
 
 `run_tiny(root)` writes ``<root>/{sft,rdpo,dpo}`` (checkpoints, metrics.jsonl, TensorBoard, final/hf),
 ``<root>/curves.png`` and ``<root>/summary.json``, and returns the summary table.
@@ -54,7 +56,9 @@ def tiny_configs(root: str | Path, *, fast: bool = False) -> dict[str, RunConfig
 def run_tiny(root: str | Path = "runs/tiny", *, fast: bool = False, n_judge: int | None = None,
              seed: int = 0) -> dict[str, Any]:
     """Trains the three runs, judges generations with the synthetic oracle, prints and returns the table."""
-    from rdpo_jax.eval import generate_responses, pairwise_win_rate
+    from rdpo_jax.eval import generate_responses
+    from rdpo_jax.eval.judges import judge_pairs
+    from rdpo_jax.eval.judges.oracle import OracleJudge
     from rdpo_jax.models import load_hf
     from rdpo_jax.train.pipeline import synthetic_task
     from rdpo_jax.train.plots import plot_runs
@@ -73,11 +77,11 @@ def run_tiny(root: str | Path = "runs/tiny", *, fast: bool = False, n_judge: int
     table: dict[str, Any] = {}
     for name in ("rdpo", "dpo"):
         ev = results[name].final_eval
-        wr = pairwise_win_rate(prompts, responses[name], responses["sft"], task.oracle.judge, seed=seed)
+        wr = judge_pairs(OracleJudge(task.oracle), prompts, responses[name], responses["sft"], protocol="both")
         table[name] = {"eval/rewards/accuracies": ev.get("rewards/accuracies"),
                        "eval/rewards/margins": ev.get("rewards/margins"), "eval/loss": ev.get("loss"),
-                       "win_rate_vs_sft": wr.rate, "win_rate_ci95": wr.ci(), "wins": wr.wins, "ties": wr.ties,
-                       "losses": wr.losses, "steps": results[name].steps}
+                       "win_rate_vs_sft": wr.rate, "win_rate_ci95": wr.wilson(), "wins": wr.wins, "ties": wr.ties,
+                       "losses": wr.losses, "position_consistency": wr.consistency, "steps": results[name].steps}
     table["sft"] = {"eval/nll_loss": results["sft"].final_eval.get("nll_loss"), "steps": results["sft"].steps}
     plot_runs({name: r.output_dir / "metrics.jsonl" for name, r in results.items()}, root / "curves.png")
     write_json(root / "summary.json", table)
@@ -86,16 +90,21 @@ def run_tiny(root: str | Path = "runs/tiny", *, fast: bool = False, n_judge: int
 
 
 def format_table(table: dict[str, Any]) -> str:
-    lines = [f"{'run':<6} {'steps':>5} {'eval acc':>9} {'eval margin':>12} {'win rate vs SFT (95% CI)':>32}"]
+    lines = [f"{'run':<6} {'steps':>5} {'eval acc':>9} {'eval margin':>12} {'win rate vs SFT (95% CI)':>32} {'consistency':>11}"]
     for name in ("rdpo", "dpo"):
         r = table[name]
         lo, hi = r["win_rate_ci95"]
         lines.append(f"{name:<6} {r['steps']:>5} {r['eval/rewards/accuracies']:>9.3f} "
                      f"{r['eval/rewards/margins']:>12.3f} "
                      f"{100 * r['win_rate_vs_sft']:>12.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] "
-                     f"{r['wins']}W/{r['ties']}T/{r['losses']}L")
+                     f"{r['wins']}W/{r['ties']}T/{r['losses']}L "
+                     f"{_pct(r.get('position_consistency')):>11}")
     lines.append(f"{'sft':<6} {table['sft']['steps']:>5}  eval nll {table['sft']['eval/nll_loss']:.3f}")
     return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def tiny_models(root: str | Path, *, sft_steps: int = 60, pref_steps: int = 16) -> dict[str, Path]:

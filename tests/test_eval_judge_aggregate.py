@@ -87,7 +87,7 @@ def test_local_judge_equals_the_direct_log_likelihood_comparison():
         logits = model(jnp.asarray([ids]), jnp.ones((1, len(ids)), jnp.int32))
         lp = np.asarray(logits[0, -1], np.float64)
         lp = lp - np.log(np.exp(lp - lp.max()).sum()) - lp.max()
-        (a,), (b,) = tok("above", add_special_tokens=False)["input_ids"], tok("below", add_special_tokens=False)["input_ids"]
+        (a,), (b,) = (tok(w, add_special_tokens=False)["input_ids"] for w in ("above", "below"))
         want.append(lp[a] - lp[b])
     np.testing.assert_allclose(judge.last_differences, want, atol=2e-4)
     assert verdicts == [Verdict.FIRST if d > 0 else Verdict.SECOND for d in want]
