@@ -90,7 +90,8 @@ def run_tiny(root: str | Path = "runs/tiny", *, fast: bool = False, n_judge: int
 
 
 def format_table(table: dict[str, Any]) -> str:
-    lines = [f"{'run':<6} {'steps':>5} {'eval acc':>9} {'eval margin':>12} {'win rate vs SFT (95% CI)':>32} {'consistency':>11}"]
+    lines = [f"{'run':<6} {'steps':>5} {'eval acc':>9} {'eval margin':>12} {'win rate vs SFT (95% CI)':>32} "
+             f"{'consistency':>11}"]
     for name in ("rdpo", "dpo"):
         r = table[name]
         lo, hi = r["win_rate_ci95"]
