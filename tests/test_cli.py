@@ -6,7 +6,10 @@ from rdpo_jax.cli import COMMANDS, format_eval, main
 
 EXPECTED = {"info": [], "train": ["config", "overrides"], "tiny": ["--root", "--fast", "--seed"],
             "analyze": ["checkpoint", "--compare", "--reference", "--task", "--parity-bits", "--n-boot"],
-            "config": ["config", "overrides"]}
+            "config": ["config", "overrides"],
+            "generate": ["--model", "--tokenizer", "--data", "--prompts", "--split", "--n", "--seed",
+                         "--temperature", "--top-p", "--max-new-tokens", "--batch-size", "--out",
+                         "--alpaca-eval"]}
 
 
 def test_every_command_is_listed(capsys):
