@@ -92,6 +92,13 @@ def _cmd_judge(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _cmd_generate(argv: Sequence[str]) -> int:
+    """Sample responses to dataset or file prompts into a resumable JSONL (rdpo_jax.eval.generate_command)."""
+    from rdpo_jax.eval.generate_command import main
+
+    return main(argv)
+
+
 def _cmd_config(argv: Sequence[str]) -> int:
     """Validate a config (with overrides) and print it resolved: rdpo-jax config [CONFIG] [key=value ...]."""
     cfg = _load_run_config("rdpo-jax config", _cmd_config.__doc__, argv)
@@ -103,7 +110,7 @@ def _cmd_config(argv: Sequence[str]) -> int:
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"info": _cmd_info, "train": _cmd_train, "tiny": _cmd_tiny,
                                                        "analyze": _cmd_analyze, "config": _cmd_config,
-                                                       "judge": _cmd_judge}
+                                                       "judge": _cmd_judge, "generate": _cmd_generate}
 
 
 def usage() -> str:

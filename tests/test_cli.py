@@ -10,7 +10,10 @@ EXPECTED = {"info": [], "train": ["config", "overrides"], "tiny": ["--root", "--
             "judge": ["a", "b", "--against", "--data", "--split", "--allow-missing", "--out", "--protocol",
                       "--template-file", "--endpoint", "--judge-model", "--api-key-env", "--concurrency",
                       "--timeout", "--backoff-base", "--cache", "--dry-run", "--local-model", "--margin",
-                      "--oracle"]}
+                      "--oracle"],
+            "generate": ["--model", "--tokenizer", "--data", "--prompts", "--split", "--n", "--seed",
+                         "--temperature", "--top-p", "--max-new-tokens", "--batch-size", "--out",
+                         "--alpaca-eval"]}
 
 
 def test_every_command_is_listed(capsys):

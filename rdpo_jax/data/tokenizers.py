@@ -50,6 +50,7 @@ LLAMA3_SPECIAL_TOKENS: tuple[str, ...] = _LLAMA3_NAMED + tuple(
 
 MISTRAL_FILES = {"mistral-v1": "tokenizer.model.v1", "mistral-v3": "mistral_instruct_tokenizer_240323.model.v3"}
 NAMES = ("llama3", *MISTRAL_FILES)
+SYNTHETIC = "synthetic"  # the word-level tokenizer of the synthetic tasks (`synthetic_tokenizer`)
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -142,13 +143,18 @@ def load_tokenizer(spec: Any, **kwargs: Any) -> Any:
     """A tokenizer with a chat template.
 
     ``spec``: ``"llama3"``, ``"mistral-v1"``, ``"mistral-v3"`` (built from the installed packages, cached and
-    shared: do not mutate), a local directory/file that ``transformers.AutoTokenizer`` can read (its own
-    ``chat_template`` is used), or a transformers tokenizer object (returned as is).
+    shared: do not mutate), ``"synthetic"`` (the synthetic tasks' tokenizer), a local directory/file that
+    ``transformers.AutoTokenizer`` can read (its own ``chat_template`` is used), or a transformers tokenizer
+    object (returned as is).
     """
     if not isinstance(spec, str | os.PathLike):
         if not hasattr(spec, "apply_chat_template"):
             raise TypeError(f"expected a tokenizer name, a path or a transformers tokenizer, got {type(spec)}")
         return spec
+    if spec == SYNTHETIC:
+        from .synthetic_vocab import synthetic_tokenizer
+
+        return synthetic_tokenizer()
     if spec == "llama3":
         return llama3_tokenizer()
     if spec in MISTRAL_FILES:
@@ -157,5 +163,5 @@ def load_tokenizer(spec: Any, **kwargs: Any) -> Any:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(spec), **kwargs)
-    raise ValueError(f"unknown tokenizer {spec!r}: use one of {list(NAMES)}, a local tokenizer directory, or "
+    raise ValueError(f"unknown tokenizer {spec!r}: use one of {[*NAMES, SYNTHETIC]}, a local tokenizer directory, or "
                      "a transformers tokenizer object (nothing is downloaded)")

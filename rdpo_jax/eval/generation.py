@@ -8,10 +8,7 @@ from typing import Any
 import numpy as np
 
 from rdpo_jax.data import encode_chat, pad_id_for
-
-
-def _messages(prompt: Any) -> list[dict[str, str]]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+from rdpo_jax.eval.prompt_ids import canonical_messages
 
 
 def generate_responses(model, tokenizer, prompts: Sequence[Any], *, max_new_tokens: int = 32,
@@ -28,7 +25,8 @@ def generate_responses(model, tokenizer, prompts: Sequence[Any], *, max_new_toke
     stop = set(model.config.eos_token_ids)
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        ids = [encode_chat(tokenizer, _messages(p), add_generation_prompt=True) for p in prompts[i:i + batch_size]]
+        ids = [encode_chat(tokenizer, canonical_messages(p), add_generation_prompt=True)
+               for p in prompts[i:i + batch_size]]
         width = -(-max(len(x) for x in ids) // 16) * 16
         arr = np.full((len(ids), width), pad, np.int32)
         mask = np.zeros((len(ids), width), np.int32)

@@ -34,7 +34,6 @@ from rdpo_jax.data import (
     make_batch,
     pad_id_for,
     rows_per_pair,
-    synthetic_tokenizer,
     tokenize_examples,
 )
 from rdpo_jax.train.batches import stack_micro_batches
@@ -92,7 +91,7 @@ def build_tokenizer(cfg: RunConfig) -> Any:
     """The run's tokenizer (`rdpo_jax.train.preflight.tokenizer_spec`): data.tokenizer, else the model's own
     directory, else the synthetic one for the tiny model."""
     name, _ = tokenizer_spec(cfg)
-    return synthetic_tokenizer() if name == SYNTHETIC else load_tokenizer(name)
+    return load_tokenizer(name)
 
 
 def synthetic_task(cfg: RunConfig) -> SyntheticTask:

@@ -16,12 +16,12 @@ from rdpo_jax.config import RunConfig
 from rdpo_jax.config_rules import uses_rationales
 from rdpo_jax.data import SOURCES, rows_per_pair
 from rdpo_jax.data.tokenizers import NAMES as TOKENIZER_NAMES
+from rdpo_jax.data.tokenizers import SYNTHETIC
 from rdpo_jax.errors import ConfigError
 from rdpo_jax.sharding import BATCH_AXES, ShardingError
 
 __all__ = ["SYNTHETIC", "check_batch_layout", "check_paths", "step_rows_per_pair", "tokenizer_spec"]
 
-SYNTHETIC = "synthetic"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 
 

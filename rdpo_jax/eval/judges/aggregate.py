@@ -110,6 +110,16 @@ class JudgeOutcome:
         flags = [p.consistent for p in self.pairs if p.consistent is not None]
         return sum(flags) / len(flags) if flags else None
 
+    def __str__(self) -> str:
+        """``rate% [Wilson 95%] (W/T/L)``, then the unparsed count and the position consistency when known."""
+        lo, hi = self.wilson()
+        text = f"{100 * self.rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] ({self.wins}W/{self.ties}T/{self.losses}L)"
+        if self.unparsed:
+            text += f", {self.unparsed} unparsed"
+        if self.consistency is not None:
+            text += f", consistency {100 * self.consistency:.1f}%"
+        return text
+
     def summary(self, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
         return {"judge": self.judge, "protocol": self.protocol, "n": self.n, "wins": self.wins,
                 "ties": self.ties, "losses": self.losses, "unparsed": self.unparsed, "win_rate": self.rate,
