@@ -13,7 +13,13 @@ import pytest
 from rdpo_jax.cli import main
 from rdpo_jax.data import encode_chat, load_tokenizer
 from rdpo_jax.data.local_files import DataFileError
-from rdpo_jax.eval.bulk_generation import SamplingSettings, bucket_width, generate_records, plan_batches
+from rdpo_jax.eval.bulk_generation import (
+    PromptTooLong,
+    SamplingSettings,
+    bucket_width,
+    generate_records,
+    plan_batches,
+)
 from rdpo_jax.eval.prompt_ids import canonical_messages, prompt_id
 from rdpo_jax.eval.prompt_sources import PromptItem, draw_prompts, file_prompts
 from rdpo_jax.eval.response_file import (
@@ -169,3 +175,17 @@ def test_alpaca_instruction_is_the_last_user_message_and_bad_files_are_named(tmp
     with ResponseWriter(trunc) as w:
         w.write({"a": 1})
     assert trunc.read_text() == '{"a": 1}\n'
+
+
+def test_a_prompt_without_room_for_the_new_tokens_is_named(tiny):
+    """prompt tokens + max_new_tokens past max_position_embeddings (192 here) is an error naming the prompt,
+    raised before anything is generated."""
+    model, tok = tiny
+    longest = max(ITEMS, key=lambda it: len(encode_chat(tok, canonical_messages(it.prompt),
+                                                        add_generation_prompt=True)))
+    n = len(encode_chat(tok, canonical_messages(longest.prompt), add_generation_prompt=True))
+    room = model.config.max_position_embeddings - n
+    with pytest.raises(PromptTooLong, match=f"prompt {longest.id} has {n} tokens; with --max-new-tokens "
+                                            f"{room + 1} that is {n + room + 1} positions, more than the model's "
+                                            "max_position_embeddings=192"):
+        next(generate_records(model, tok, ITEMS, SamplingSettings(max_new_tokens=room + 1), model_name="tiny"))

@@ -61,3 +61,27 @@ def test_an_id_on_one_side_only_or_another_prompt_under_one_id_is_an_error(tmp_p
     assert main(["judge", str(a), str(other), *out]) == 1
     assert f"prompt_id {records[0]['prompt_id']}: the prompt in {a} differs from the one in {other}" in \
         capsys.readouterr().err
+
+
+def test_template_files_are_checked_and_identified_by_their_text(tmp_path):
+    import pytest
+
+    from rdpo_jax.eval.judges.base import JudgeError
+    from rdpo_jax.eval.judges.templates import load_template
+
+    good = tmp_path / "good.txt"
+    good.write_text("Which is better for {conversation}?\n1: {first}\n2: {second}\nAnswer 1 or 2 {{strictly}}.")
+    t = load_template(good)
+    assert t.id.startswith("file-") and len(t.id) == 17
+    other = tmp_path / "other.txt"
+    other.write_text(good.read_text() + " ")
+    assert load_template(other).id != t.id  # another text, another cache key
+    for text, match in (("{first} {second} {answer}", r"fields \['answer', 'first', 'second'\]; accepted"),
+                        ("only {first}", "with {first} and {second} required"),
+                        ("{first} {second} {", "not a Python format string")):
+        bad = tmp_path / "bad.txt"
+        bad.write_text(text)
+        with pytest.raises(JudgeError, match=match):
+            load_template(bad)
+    with pytest.raises(JudgeError, match="cannot read it"):
+        load_template(tmp_path / "missing.txt")

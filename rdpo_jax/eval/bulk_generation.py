@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from rdpo_jax.data import encode_chat, pad_id_for
+from rdpo_jax.errors import RdpoError
 from rdpo_jax.eval.prompt_ids import canonical_messages
 from rdpo_jax.eval.prompt_sources import PromptItem
 
@@ -32,6 +33,27 @@ __all__ = ["MIN_WIDTH", "SamplingSettings", "Throughput", "bucket_width", "gener
            "prompt_keys"]
 
 MIN_WIDTH = 16
+
+
+class PromptTooLong(RdpoError, ValueError):
+    """A prompt whose tokens plus ``max_new_tokens`` exceed the model's ``max_position_embeddings``."""
+
+
+def check_lengths(items: Sequence[PromptItem], encoded: Sequence[Sequence[int]], max_new_tokens: int,
+                  max_positions: int | None) -> None:
+    """Every prompt must leave room for ``max_new_tokens`` within the model's positions (positions past
+    ``max_position_embeddings`` are outside what the model was trained on): else an error naming the first
+    such prompt, never a silently degraded response."""
+    if max_positions is None:
+        return
+    over = [(it.id, len(x)) for it, x in zip(items, encoded, strict=True)
+            if len(x) + max_new_tokens > max_positions]
+    if over:
+        pid, n = over[0]
+        raise PromptTooLong(f"prompt {pid} has {n} tokens; with --max-new-tokens {max_new_tokens} that is "
+                            f"{n + max_new_tokens} positions, more than the model's max_position_embeddings="
+                            f"{max_positions} ({len(over)} such prompts); lower --max-new-tokens or leave "
+                            "those prompts out")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +150,8 @@ def generate_records(model, tokenizer, items: Sequence[PromptItem], settings: Sa
         _replicate(model, replicated)
     pad, stop = pad_id_for(tokenizer), set(model.config.eos_token_ids)
     encoded = [encode_chat(tokenizer, canonical_messages(it.prompt), add_generation_prompt=True) for it in items]
+    check_lengths(items, encoded, settings.max_new_tokens,
+                  getattr(model.config, "max_position_embeddings", None))
     plan = plan_batches([len(x) for x in encoded], rows)
     rank, n_proc = jax.process_index(), jax.process_count()
     for first in range(0, len(plan), n_proc):
