@@ -189,3 +189,33 @@ def test_a_prompt_without_room_for_the_new_tokens_is_named(tiny):
                                             f"{room + 1} that is {n + room + 1} positions, more than the model's "
                                             "max_position_embeddings=192"):
         next(generate_records(model, tok, ITEMS, SamplingSettings(max_new_tokens=room + 1), model_name="tiny"))
+
+
+def test_two_processes_generate_the_same_samples_as_one(tmp_path):
+    """Two processes (one simulated device each, gloo collectives): each generates its share of the batches,
+    process 0 gathers and writes; the file equals a one-process run's, record for record (samples are keyed
+    by prompt id, not by where a prompt was generated)."""
+    import subprocess
+    import sys
+
+    job = Path(__file__).parent / "scripts" / "generate_job.py"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    args = ["--model", str(MODEL), "--prompts", str(prompts), "--max-new-tokens", str(NEW), "--batch-size", "2",
+            "--seed", "3", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    one = subprocess.run([sys.executable, str(job), "1", "0", "1", "0", *args, "--out", str(tmp_path / "one.jsonl")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    port = 21000 + os.getpid() % 20000
+    procs = [subprocess.Popen([sys.executable, str(job), "1", str(i), "2", str(port), *args,
+                               "--out", str(tmp_path / "two.jsonl")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    single, double = read_responses(tmp_path / "one.jsonl"), read_responses(tmp_path / "two.jsonl")
+    assert len(double) == len(ITEMS) and single.keys() == double.keys()
+    assert all(single[k] == double[k] for k in single)
+    assert "6 prompts: 6 generated" in outs[0][0] and "prompts:" not in outs[1][0]  # process 0 reports
