@@ -85,3 +85,33 @@ def test_template_files_are_checked_and_identified_by_their_text(tmp_path):
             load_template(bad)
     with pytest.raises(JudgeError, match="cannot read it"):
         load_template(tmp_path / "missing.txt")
+
+
+def test_the_local_judge_through_the_command_line(tmp_path, capsys):
+    """`--local-model` on the tiny model: the verdicts are the library judge's on the same requests, both
+    orders; answers the tokenizer cannot tell apart (its digits are one unknown token) are an error."""
+    from pathlib import Path
+
+    from rdpo_jax.data import synthetic_tokenizer
+    from rdpo_jax.eval import judge_pairs
+    from rdpo_jax.eval.judges.local import LocalJudge
+    from rdpo_jax.models import load_hf
+
+    model_dir = Path(__file__).parent / "data" / "rationale_model"
+    examples = _unique_examples()[:3]
+    a = _write(tmp_path / "a.jsonl", [{"prompt_id": prompt_id(e.prompt), "prompt": e.prompt, "response": e.chosen}
+                                      for e in examples])
+    b = _write(tmp_path / "b.jsonl", [{"prompt_id": prompt_id(e.prompt), "prompt": e.prompt,
+                                       "response": e.rejected} for e in examples])
+    local = ["--local-model", str(model_dir), "--tokenizer", "synthetic", "--out", str(tmp_path / "out"),
+             "--n-boot", "200"]
+    assert main(["judge", str(a), str(b), *local]) == 1
+    assert "cannot tell apart" in capsys.readouterr().err
+    assert main(["judge", str(a), str(b), *local, "--answers", "above", "below"]) == 0
+    judge = LocalJudge(load_hf(model_dir), synthetic_tokenizer(), answers=("above", "below"))
+    want = judge_pairs(judge, [e.prompt for e in examples], [e.chosen for e in examples],
+                       [e.rejected for e in examples])
+    verdicts = [json.loads(line) for line in (tmp_path / "out" / "verdicts.jsonl").read_text().splitlines()]
+    assert [v["outcome"] for v in verdicts] == [p.outcome for p in want.pairs]
+    assert [[o["verdict"] for o in v["orders"]] for v in verdicts] == \
+        [[x.value for _, x in p.orders] for p in want.pairs]

@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--local-model", help="HF-format model directory (rdpo_jax.models.load_hf)")
     g.add_argument("--tokenizer", help="tokenizer spec for --local-model (default: the model directory)")
     g.add_argument("--margin", type=float, default=0.0, help="tie when |log p(1) - log p(2)| <= margin")
+    g.add_argument("--answers", nargs=2, default=["1", "2"], metavar=("FIRST", "SECOND"),
+                   help="the answer words compared for the first and the second response (default 1 2)")
     ap.add_argument("--oracle", action="store_true", help="the synthetic task's oracle as the judge")
     return ap
 
@@ -84,7 +86,8 @@ def _judge(args, template):
         from rdpo_jax.models import load_hf
 
         return LocalJudge(load_hf(args.local_model), load_tokenizer(args.tokenizer or args.local_model),
-                          template=template, margin=args.margin, name=Path(args.local_model).name)
+                          template=template, margin=args.margin, answers=tuple(args.answers),
+                          name=Path(args.local_model).name)
     if not args.judge_model:
         raise JudgeError("--endpoint needs --judge-model NAME")
     key = None

@@ -2,14 +2,15 @@ r"""A local judge model (a `rdpo_jax.models` DecoderLM and its tokenizer): the r
 turn, the chat template adds the generation prompt (context c), and the verdict compares the answers'
 log-likelihoods :math:`d = \log\pi(a_1\mid c) - \log\pi(a_2\mid c)` (summed over each answer's tokens,
 `rdpo_jax.analysis.lm.score_sequences`, batched): FIRST if d > margin, SECOND if d < -margin, else TIE.
-Answers default to ``"1"`` and ``"2"``. It never returns UNPARSED."""
+Answers default to ``"1"`` and ``"2"``; two answers the tokenizer cannot tell apart (the same ids, or
+none) are an error, since every verdict would be a tie. It never returns UNPARSED."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
 
-from rdpo_jax.eval.judges.base import JudgeRequest, Verdict
+from rdpo_jax.eval.judges.base import JudgeError, JudgeRequest, Verdict
 from rdpo_jax.eval.judges.templates import PAPER, Template
 
 __all__ = ["LocalJudge"]
@@ -22,6 +23,11 @@ class LocalJudge:
         self.answers, self.batch_size = answers, batch_size
         self.name = f"local:{name}:{template.id}"
         self.last_differences: np.ndarray | None = None
+        one, two = self.answer_ids()
+        if not one or not two or one == two:
+            raise JudgeError(f"local judge: the tokenizer encodes the answers {answers[0]!r} and {answers[1]!r} "
+                             f"as {one} and {two}, which it cannot tell apart (every verdict would be a tie); "
+                             "pass answers it encodes differently (--answers FIRST SECOND)")
 
     def answer_ids(self) -> tuple[list[int], list[int]]:
         return tuple(self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in self.answers)
