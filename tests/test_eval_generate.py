@@ -135,7 +135,7 @@ def test_command_on_a_data_split_and_a_run_directory_with_alpaca_export(tmp_path
     out, alpaca = tmp_path / "responses.jsonl", tmp_path / "alpaca.json"
     assert main(["generate", "--model", str(run), "--data", str(data), "--split", "test", "--n", "512",
                  "--max-new-tokens", "4", "--out", str(out), "--alpaca-eval", str(alpaca),
-                 "--generator", "rdpo-tiny", "--no-progress"]) == 0
+                 "--sample-file", str(tmp_path / "samples.json"), "--generator", "rdpo-tiny", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("3 prompts: 3 generated") and "AlpacaEval model outputs" in printed
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -146,12 +146,27 @@ def test_command_on_a_data_split_and_a_run_directory_with_alpaca_export(tmp_path
     assert [set(e) for e in exported] == [{"instruction", "output", "generator"}] * 3
     assert [e["output"] for e in exported] == [r["response"] for r in records]
     assert {e["generator"] for e in exported} == {"rdpo-tiny"}
+    samples = json.loads((tmp_path / "samples.json").read_text())  # the official compare.py's input
+    assert samples["config"] == {"exp_name": "rdpo-tiny", "human_prefix": "\n<|user|>\n",
+                                 "assistant_prefix": "\n<|assistant|>\n", "local_run_dir": str(run / "final" / "hf")}
+    assert samples["samples"] == [{"prompt": f"\n<|user|>\n{r['prompt']}\n<|assistant|>\n",
+                                   "policy": r["response"], "chosen": "the owl is blue"} for r in records]
+    assert "sample file: " in printed and "with chosen" in printed
     # other settings into the same file: refused, without a traceback
     assert main(["generate", "--model", str(run), "--data", str(data), "--max-new-tokens", "5",
                  "--out", str(out), "--no-progress"]) == 1
     assert "rdpo-jax generate: ResponseFileError: " in capsys.readouterr().err
     assert main(["generate", "--model", str(tmp_path), "--data", str(data), "--out", str(out)]) == 1
     assert "final/hf/config.json" in capsys.readouterr().err
+
+
+def test_sample_file_history_renders_every_turn_and_ends_with_the_assistant_prefix():
+    from rdpo_jax.eval.sample_file import render_history
+
+    assert render_history(PROMPTS[3], "H:", "A:") == "H:please name a blue animalH:please name a red animalA:"
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "name a fox"}]
+    assert render_history(chat) == "\n<|user|>\nhi\n<|assistant|>\nhello\n<|user|>\nname a fox\n<|assistant|>\n"
 
 
 def test_alpaca_instruction_is_the_last_user_message_and_bad_files_are_named(tmp_path):

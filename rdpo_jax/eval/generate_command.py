@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="parameter dtype")
     ap.add_argument("--out", required=True, help="responses JSONL (appended; a rerun skips finished prompts)")
     ap.add_argument("--alpaca-eval", help="also write AlpacaEval's model-outputs JSON to this file")
+    ap.add_argument("--sample-file", help="also write the official code's sample file (compare.py's input: "
+                    "'policy' and, with --data, the dataset's 'chosen') to this JSON file")
     ap.add_argument("--generator", help="the 'generator' name in --alpaca-eval (default: the model dir name)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
@@ -138,5 +140,12 @@ def main(argv: Sequence[str]) -> int:
     if args.alpaca_eval:
         write_alpaca_eval(args.alpaca_eval, chosen, args.generator or model_dir.name)
         print(f"AlpacaEval model outputs: {args.alpaca_eval} ({len(chosen)} records)")
+    if args.sample_file:
+        from rdpo_jax.eval.sample_file import write_sample_file
+
+        references = None if args.prompts is not None else {it.id: it.chosen for it in items}
+        write_sample_file(args.sample_file, chosen, references, exp_name=args.generator or model_dir.name,
+                          local_run_dir=str(model_dir))
+        print(f"sample file: {args.sample_file} ({len(chosen)} samples{'' if references is None else ', with chosen'})")
     return 0
 

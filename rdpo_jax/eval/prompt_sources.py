@@ -24,10 +24,11 @@ __all__ = ["PromptItem", "dataset_prompts", "draw_prompts", "file_prompts", "uni
 @dataclasses.dataclass(frozen=True)
 class PromptItem:
     """A prompt to answer: ``id`` (:func:`~rdpo_jax.eval.prompt_ids.prompt_id`), ``prompt`` (a string or chat
-    messages, as read)."""
+    messages, as read) and, for prompts of a preference set, the ``chosen`` response of its (first) pair."""
 
     id: str
     prompt: Any
+    chosen: str | None = None
 
 
 def _message_problem(prompt: Any) -> str | None:
@@ -66,7 +67,7 @@ def dataset_prompts(source: Any, split: str = "test", *, data_files: Any = None,
     from rdpo_jax.data import load_preferences
 
     examples, _ = load_preferences(source, split=split, data_files=data_files, **kwargs)
-    return [PromptItem(prompt_id(ex.prompt), ex.prompt) for ex in examples]
+    return [PromptItem(prompt_id(ex.prompt), ex.prompt, ex.chosen) for ex in examples]
 
 
 def unique_prompts(items: Sequence[PromptItem]) -> list[PromptItem]:
