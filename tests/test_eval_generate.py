@@ -79,6 +79,7 @@ def test_greedy_responses_equal_models_generate(tiny):
         assert record["response"] == tok.decode(row[:end], skip_special_tokens=True).strip()
         assert record["prompt_tokens"] == len(ids) and record["response_tokens"] == len(row[:end])
         assert list(record) == list(RECORD_KEYS)
+        assert record["settings"] == {"temperature": 0.0, "top_p": None, "max_new_tokens": NEW, "seed": None}
 
 
 def test_samples_depend_on_seed_and_prompt_only_not_on_batch_or_devices(tiny):

@@ -67,7 +67,12 @@ class SamplingSettings:
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """What each record states; greedy decoding (temperature 0) samples nothing, so its ``top_p`` and
+        ``seed`` are recorded as null rather than as settings that had no effect."""
+        out = dataclasses.asdict(self)
+        if self.temperature == 0:
+            out.update(top_p=None, seed=None)
+        return out
 
 
 def bucket_width(length: int) -> int:
