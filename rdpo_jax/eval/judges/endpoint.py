@@ -17,6 +17,7 @@ import concurrent.futures
 import email.utils
 import json
 import random
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -70,6 +71,7 @@ class EndpointJudge:
         self._client = httpx.Client(timeout=timeout, headers=headers)
         self._httpx = httpx
         self.calls = self.cache_hits = self.retries = 0
+        self._count_lock = threading.Lock()  # the counters are bumped from the worker threads
 
     def body(self, request: JudgeRequest, template: Template | None = None) -> dict[str, Any]:
         """The JSON body sent for ``request`` (no credentials in it)."""
@@ -84,7 +86,8 @@ class EndpointJudge:
                 if attempt == self.max_retries:
                     raise JudgeError(f"{self.url}: {e} after {self.max_retries} retries; the verdicts so far "
                                      "are cached, rerun the same command to resume") from None
-                self.retries += 1
+                with self._count_lock:
+                    self.retries += 1
                 wait = e.retry_after if e.retry_after is not None else \
                     min(self.max_backoff, self.backoff_base * 2 ** attempt) * self._rng.uniform(0.5, 1.5)
                 time.sleep(wait)
@@ -92,7 +95,8 @@ class EndpointJudge:
 
     def _once(self, body: dict[str, Any]) -> str:
         httpx = self._httpx
-        self.calls += 1
+        with self._count_lock:
+            self.calls += 1
         try:
             resp = self._client.post(self.url, json=body)
         except httpx.TimeoutException:
