@@ -99,6 +99,13 @@ def _cmd_generate(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _cmd_annotate(argv: Sequence[str]) -> int:
+    """Rationales for a preference set from a local model or an endpoint, checked (rdpo_jax.annotate)."""
+    from rdpo_jax.annotate.command import main
+
+    return main(argv)
+
+
 def _cmd_config(argv: Sequence[str]) -> int:
     """Validate a config (with overrides) and print it resolved: rdpo-jax config [CONFIG] [key=value ...]."""
     cfg = _load_run_config("rdpo-jax config", _cmd_config.__doc__, argv)
@@ -110,7 +117,8 @@ def _cmd_config(argv: Sequence[str]) -> int:
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"info": _cmd_info, "train": _cmd_train, "tiny": _cmd_tiny,
                                                        "analyze": _cmd_analyze, "config": _cmd_config,
-                                                       "judge": _cmd_judge, "generate": _cmd_generate}
+                                                       "judge": _cmd_judge, "generate": _cmd_generate,
+                                                       "annotate": _cmd_annotate}
 
 
 def usage() -> str:

@@ -13,7 +13,10 @@ EXPECTED = {"info": [], "train": ["config", "overrides"], "tiny": ["--root", "--
                       "--oracle"],
             "generate": ["--model", "--tokenizer", "--data", "--prompts", "--split", "--n", "--seed",
                          "--temperature", "--top-p", "--max-new-tokens", "--batch-size", "--out",
-                         "--alpaca-eval"]}
+                         "--alpaca-eval"],
+            "annotate": ["--data", "--split", "--out", "--template", "--both-orders", "--policy", "--on", "--check",
+                         "--check-endpoint", "--target-tokenizer", "--local-model", "--endpoint", "--model",
+                         "--api-key-env", "--cache", "--dry-run"]}
 
 
 def test_every_command_is_listed(capsys):
