@@ -40,3 +40,12 @@ def tiny_default(tmp_path_factory):
         if not (root / "summary.json").exists():
             run_tiny(root, fast=True)
     return root, json.loads((root / "summary.json").read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the shared tiny run goes to one xdist worker (``--dist loadgroup``, set in
+    pyproject.toml): the first of them trains it and the others reuse it, while the other worker runs the
+    rest of the suite instead of waiting on the lock."""
+    for item in items:
+        if "tiny_default" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_default"))

@@ -118,14 +118,12 @@ def _generator(args):
     import jax.numpy as jnp
 
     from rdpo_jax.data import load_tokenizer
-    from rdpo_jax.eval.generate_command import resolve_model_dir
+    from rdpo_jax.eval.generate_command import model_name, resolve_model_dir
     from rdpo_jax.models import load_hf
 
     model_dir = resolve_model_dir(args.local_model)
     tokenizer = load_tokenizer(args.tokenizer or model_dir)
-    name = model_dir.parent.parent.name if model_dir.name == "hf" and model_dir.parent.name == "final" \
-        else model_dir.name
-    return LocalGenerator(load_hf(model_dir, dtype=jnp.dtype(args.dtype)), tokenizer, name=name,
+    return LocalGenerator(load_hf(model_dir, dtype=jnp.dtype(args.dtype)), tokenizer, name=model_name(model_dir),
                           temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                           batch_size=args.batch_size), tokenizer
 

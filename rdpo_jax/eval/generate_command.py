@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rdpo_jax.errors import RdpoError
 
-__all__ = ["GenerateError", "build_parser", "main", "resolve_model_dir"]
+__all__ = ["GenerateError", "build_parser", "main", "model_name", "resolve_model_dir"]
 
 
 class GenerateError(RdpoError, ValueError):
@@ -25,6 +25,14 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
             return candidate
     raise GenerateError(f"--model {path}: neither {path}/config.json nor {path}/final/hf/config.json exists; "
                         "pass a Hugging Face model directory or a training run's output directory")
+
+
+def model_name(model_dir: str | os.PathLike) -> str:
+    """A short name for a model directory: the run's name for a run's ``final/hf``, else the directory's."""
+    model_dir = Path(model_dir)
+    if model_dir.name == "hf" and model_dir.parent.name == "final":
+        return model_dir.parent.parent.name
+    return model_dir.name
 
 
 def build_parser() -> argparse.ArgumentParser:

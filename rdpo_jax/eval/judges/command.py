@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--cache", help="verdict cache JSONL (default <out>/cache.jsonl)")
     g.add_argument("--dry-run", action="store_true", help="print one request and the number of calls; send none")
     g = ap.add_argument_group("local judge")
-    g.add_argument("--local-model", help="HF-format model directory (rdpo_jax.models.load_hf)")
+    g.add_argument("--local-model", help="HF model directory, or a run's output dir (uses final/hf)")
     g.add_argument("--tokenizer", help="tokenizer spec for --local-model (default: the model directory)")
     g.add_argument("--margin", type=float, default=0.0, help="tie when |log p(1) - log p(2)| <= margin")
     g.add_argument("--answers", nargs=2, default=["1", "2"], metavar=("FIRST", "SECOND"),
@@ -82,12 +82,14 @@ def _judge(args, template):
         return OracleJudge()
     if args.local_model:
         from rdpo_jax.data import load_tokenizer
+        from rdpo_jax.eval.generate_command import model_name, resolve_model_dir
         from rdpo_jax.eval.judges.local import LocalJudge
         from rdpo_jax.models import load_hf
 
-        return LocalJudge(load_hf(args.local_model), load_tokenizer(args.tokenizer or args.local_model),
+        model_dir = resolve_model_dir(args.local_model)
+        return LocalJudge(load_hf(model_dir), load_tokenizer(args.tokenizer or model_dir),
                           template=template, margin=args.margin, answers=tuple(args.answers),
-                          name=Path(args.local_model).name)
+                          name=model_name(model_dir))
     if not args.judge_model:
         raise JudgeError("--endpoint needs --judge-model NAME")
     key = None
