@@ -8,6 +8,8 @@ from __future__ import annotations
 import collections
 import http.server
 import json
+import signal
+import subprocess
 import threading
 import time
 
@@ -75,3 +77,14 @@ class ChatServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def kill_when_busy(cmd, env, server: ChatServer, requests: int, timeout: float = 60.0) -> None:
+    """Runs ``cmd`` and SIGKILLs it as soon as ``server`` has seen ``requests`` requests (or it exits, or
+    ``timeout`` seconds pass): a kill mid-run, with requests in flight."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while len(server.bodies) < requests and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

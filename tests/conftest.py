@@ -42,10 +42,12 @@ def tiny_default(tmp_path_factory):
     return root, json.loads((root / "summary.json").read_text())
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group markers
 def pytest_collection_modifyitems(config, items):
     """Every test that uses the shared tiny run goes to one xdist worker (``--dist loadgroup``, set in
-    pyproject.toml): the first of them trains it and the others reuse it, while the other worker runs the
-    rest of the suite instead of waiting on the lock."""
-    for item in items:
-        if "tiny_default" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("tiny_default"))
+    pyproject.toml), and first: that worker trains the run and then reuses it, while the other worker runs
+    the rest of the suite instead of waiting on the lock."""
+    uses = [item for item in items if "tiny_default" in getattr(item, "fixturenames", ())]
+    for item in uses:
+        item.add_marker(pytest.mark.xdist_group("tiny_default"))
+    items[:] = uses + [item for item in items if item not in uses]

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from rdpo_jax.cli import main
 from rdpo_jax.data import load_preferences
 from tests.annotate_server import AnnotateServer, rationale_for
+from tests.chat_server import kill_when_busy
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ["EMPTY", "REFUSE", "WRONG", "TRUNC", "POSITION", "fine", "fine"]
@@ -169,12 +168,7 @@ def test_sigkill_half_way_then_resume_equals_an_uninterrupted_run(tmp_path):
             return [sys.executable, "-m", "rdpo_jax", "annotate", "--data", data, "--endpoint", server.url,
                     "--model", "m", "--out", str(tmp_path / out), "--concurrency", "2", "--no-progress",
                     "--policy", "flag"]
-        proc = subprocess.Popen(cmd("killed.jsonl"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while len(server.bodies) < 8 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_when_busy(cmd("killed.jsonl"), env, server, 8)
         assert 8 <= len(server.bodies) < 24
         subprocess.run(cmd("killed.jsonl"), env=env, check=True, capture_output=True)
         resumed = list(server.bodies)

@@ -4,7 +4,6 @@ UNPARSED; a verdict cache that makes a rerun send nothing; the key never printed
 end, including a SIGKILL half-way and a resumed run."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from rdpo_jax.cli import main
 from rdpo_jax.eval.judges import JudgeError, JudgeRequest, Verdict, VerdictCache
 from rdpo_jax.eval.judges.endpoint import EndpointJudge
 from rdpo_jax.eval.prompt_ids import prompt_id
+from tests.chat_server import kill_when_busy
 from tests.judge_server import JudgeServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,12 +116,7 @@ def test_sigkill_half_way_then_resume_equals_an_uninterrupted_run(tmp_path):
         def cmd(out):
             return [sys.executable, "-m", "rdpo_jax", "judge", a, b, "--endpoint", server.url, "--judge-model", "m",
                     "--out", str(tmp_path / out), "--concurrency", "2", "--timeout", "2", "--n-boot", "200"]
-        proc = subprocess.Popen(cmd("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while len(server.bodies) < 12 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_when_busy(cmd("killed"), env, server, 12)
         assert 12 <= len(server.bodies) < 25
         subprocess.run(cmd("killed"), env=env, check=True, capture_output=True)
         resumed = list(server.bodies)

@@ -4,11 +4,11 @@ checks and the outputs."""
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
 from rdpo_jax.annotate.checks import CHECKS, POLICIES
 from rdpo_jax.errors import RdpoError
+from rdpo_jax.eval.endpoint_options import add_endpoint_options, client_settings
 
 __all__ = ["AnnotateError", "build_parser", "main"]
 
@@ -58,13 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus mass when sampling (default 1.0)")
     g.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="parameter dtype")
     g = ap.add_argument_group("endpoint generator")
-    g.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--model", help="model name sent to --endpoint")
-    g.add_argument("--api-key-env", help="environment variable holding the API key (never printed)")
-    g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    g.add_argument("--max-retries", type=int, default=6, help="retries per request (default 6)")
-    g.add_argument("--backoff-base", type=float, default=1.0, help="first backoff in seconds (default 1)")
+    add_endpoint_options(g, model_flag="--model", timeout=120.0)
     g.add_argument("--dry-run", action="store_true", help="print one request and the number of calls; send none")
     ap.add_argument("--cache", help="answer cache JSONL (default <out>.cache.jsonl)")
     ap.add_argument("--report", help="report JSON (default <out>.report.json)")
@@ -87,23 +81,12 @@ def _policies(args) -> dict[str, str]:
         raise AnnotateError(str(e)) from None
 
 
-def _api_key(env: str | None) -> str | None:
-    if not env:
-        return None
-    key = os.environ.get(env)
-    if not key:
-        raise AnnotateError(f"--api-key-env {env}: that environment variable is not set")
-    return key
-
-
 def _client(args, url: str, model: str | None, what: str):
     from rdpo_jax.eval.chat_client import ChatClient
 
     if not model:
         raise AnnotateError(f"{what} needs its model name ({'--model' if what == '--endpoint' else '--check-model'})")
-    return ChatClient(url, model, api_key=_api_key(args.api_key_env), concurrency=args.concurrency,
-                      timeout=args.timeout, max_retries=args.max_retries, backoff_base=args.backoff_base,
-                      seed=args.seed)
+    return ChatClient(url, model, **client_settings(args, AnnotateError))
 
 
 def _generator(args):
@@ -141,8 +124,8 @@ def _checker(args, generator):
 def _check_args(args) -> None:
     if args.n < 0:
         raise AnnotateError(f"--n {args.n}: accepted: a positive number of pairs, or 0 for all")
-    if args.max_tokens < 1 or args.batch_size < 1 or args.concurrency < 1:
-        raise AnnotateError("--max-tokens, --batch-size and --concurrency must be >= 1")
+    if args.max_tokens < 1 or args.batch_size < 1:
+        raise AnnotateError("--max-tokens and --batch-size must be >= 1")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise AnnotateError(f"--temperature {args.temperature} (>= 0) or --top-p {args.top_p} (in (0, 1]) out of range")
     if args.dry_run and not args.endpoint:

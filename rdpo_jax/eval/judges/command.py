@@ -5,10 +5,10 @@ the synthetic oracle (``--oracle``). Outputs in ``--out``: verdicts.jsonl, summa
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from rdpo_jax.eval.endpoint_options import add_endpoint_options, client_settings
 from rdpo_jax.eval.judges.aggregate import PROTOCOLS, judge_pairs
 from rdpo_jax.eval.judges.base import JudgeError, JudgeRequest
 from rdpo_jax.eval.judges.templates import PAPER, load_template
@@ -32,13 +32,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     ap.add_argument("--template-file", help="a format string with {conversation}, {first}, {second}")
     g = ap.add_argument_group("endpoint judge")
-    g.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--judge-model", help="model name sent to the endpoint")
-    g.add_argument("--api-key-env", help="environment variable holding the API key (never printed)")
-    g.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
-    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
-    g.add_argument("--max-retries", type=int, default=6, help="retries per request (default 6)")
-    g.add_argument("--backoff-base", type=float, default=1.0, help="first backoff in seconds (default 1)")
+    add_endpoint_options(g, model_flag="--judge-model", timeout=60.0)
     g.add_argument("--max-tokens", type=int, default=64, help="reply length limit (default 64)")
     g.add_argument("--cache", help="verdict cache JSONL (default <out>/cache.jsonl)")
     g.add_argument("--dry-run", action="store_true", help="print one request and the number of calls; send none")
@@ -92,18 +86,12 @@ def _judge(args, template):
                           name=model_name(model_dir))
     if not args.judge_model:
         raise JudgeError("--endpoint needs --judge-model NAME")
-    key = None
-    if args.api_key_env:
-        key = os.environ.get(args.api_key_env)
-        if not key:
-            raise JudgeError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
     from rdpo_jax.eval.judges.cache import VerdictCache
     from rdpo_jax.eval.judges.endpoint import EndpointJudge
 
     cache = VerdictCache(args.cache or Path(args.out) / "cache.jsonl")
-    return EndpointJudge(args.endpoint, args.judge_model, api_key=key, template=template, cache=cache,
-                         concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
-                         backoff_base=args.backoff_base, max_tokens=args.max_tokens, seed=args.seed)
+    return EndpointJudge(args.endpoint, args.judge_model, template=template, cache=cache, max_tokens=args.max_tokens,
+                         **client_settings(args, JudgeError))
 
 
 def main(argv: Sequence[str]) -> int:
