@@ -44,3 +44,16 @@ def test_local_annotation_end_to_end_trains_rdpo_with_an_active_rationale_term(t
                  "data.max_prompt_length=48"]) == 0
     (record,) = [r for r in read_metrics(run / "metrics.jsonl") if r["split"] == "train"]
     assert record["loss/rationale"] > 0 and record["logps/rationale"] < 0
+
+
+def test_a_pair_too_long_for_the_local_model_is_an_error_naming_its_source_row(tmp_path, capsys):
+    rows = [{"prompt": "please name a red animal", "chosen": "the fox is red", "rejected": "the owl is blue"},
+            {"prompt": " ".join(["animal"] * 300), "chosen": "the fox is red", "rejected": "the owl is blue"}]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "annotated.jsonl"
+    assert main(["annotate", "--data", str(data), "--local-model", str(MODEL), "--tokenizer", "synthetic",
+                 "--out", str(out), "--max-tokens", "8", "--dtype", "float32", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "PromptTooLong: general-v1 request for source row 1 has" in err
+    assert "max_position_embeddings=192 (1 such requests)" in err and not out.exists()

@@ -30,6 +30,7 @@ from rdpo_jax.annotate.checks import CHECKS, resolve_policies, text_checks
 from rdpo_jax.annotate.generators import Generator
 from rdpo_jax.annotate.templates import SUPPORT, AnnotationTemplate, AnnotationTemplateError, parse_pick
 from rdpo_jax.data.schema import PreferenceExample
+from rdpo_jax.eval.bulk_generation import PromptTooLong
 from rdpo_jax.eval.chat_client import Completion
 from rdpo_jax.eval.judges.base import Verdict, parse_answer
 from rdpo_jax.eval.prompt_ids import canonical_messages
@@ -90,8 +91,9 @@ class _Asker:
         self.generator, self.cache, self.progress = generator, cache, progress
         self.asked = self.cached = self.sent = 0
 
-    def __call__(self, template_id: str, requests: Sequence[list[dict[str, str]]], max_tokens: int
-                 ) -> list[Completion]:
+    def __call__(self, template_id: str, requests: Sequence[list[dict[str, str]]], max_tokens: int,
+                 rows: Sequence[int] | None = None) -> list[Completion]:
+        """``rows``: the source row of each request, named when a local model cannot take a request."""
         settings = self.generator.settings(max_tokens)
         keys = [request_key(self.generator.name, settings, template_id, m) for m in requests]
         todo = {}
@@ -107,7 +109,14 @@ class _Asker:
             if self.progress is not None:
                 self.progress(1)
 
-        self.generator.run(todo, max_tokens, done)
+        try:
+            self.generator.run(todo, max_tokens, done)
+        except PromptTooLong as e:
+            row = rows[keys.index(e.prompt_id)] if rows is not None and e.prompt_id in keys else "?"
+            raise PromptTooLong(f"{template_id} request for source row {row} has {e.tokens} tokens; with "
+                                f"--max-tokens {max_tokens} that exceeds the model's max_position_embeddings="
+                                f"{e.max_positions} ({e.count} such requests); lower --max-tokens, or leave the "
+                                "longest pairs out", e.prompt_id, e.tokens, e.count, e.max_positions) from None
         out = []
         for k in keys:
             rec = self.cache.get(k)
@@ -128,16 +137,16 @@ def _support(verdict: Verdict, swapped: bool) -> str:
     return "unclear"
 
 
-def _rationales(examples, options: AnnotateOptions, ask: _Asker) -> list[dict[str, Any]]:
+def _rationales(examples, rows: Sequence[int], options: AnnotateOptions, ask: _Asker) -> list[dict[str, Any]]:
     """Per pair: ``text``, ``finish_reason``, and with both orders the ``picks`` and the pick checks."""
     t = options.template
     if not options.both_orders:
         reqs = [t.render(ex.prompt, chosen=ex.chosen, rejected=ex.rejected) for ex in examples]
         return [{"text": c.text.strip(), "finish_reason": c.finish_reason, "checks": {}}
-                for c in ask(t.id, reqs, options.max_tokens)]
+                for c in ask(t.id, reqs, options.max_tokens, rows)]
     reqs = [t.render(ex.prompt, first=a, second=b) for ex in examples
             for a, b in ((ex.chosen, ex.rejected), (ex.rejected, ex.chosen))]
-    answers = ask(t.id, reqs, options.max_tokens)
+    answers = ask(t.id, reqs, options.max_tokens, [r for r in rows for _ in range(2)])
     out = []
     for i in range(len(examples)):
         (pick_a, text), (pick_b, _) = parse_pick(answers[2 * i].text), parse_pick(answers[2 * i + 1].text)
@@ -159,7 +168,7 @@ def annotate(examples: Sequence[PreferenceExample], generator: Generator, option
     cache = _MemoryCache() if cache is None else cache
     rows_of = list(range(len(examples))) if source_rows is None else list(source_rows)
     ask = _Asker(generator, cache, progress)
-    drafts = _rationales(examples, options, ask)
+    drafts = _rationales(examples, rows_of, options, ask)
     for d in drafts:
         d["checks"] = {**text_checks(d["text"], d["finish_reason"]), **d["checks"]}
     support_ask = None
@@ -172,7 +181,7 @@ def annotate(examples: Sequence[PreferenceExample], generator: Generator, option
             ex = examples[i]
             first, second = (ex.rejected, ex.chosen) if swaps[i] else (ex.chosen, ex.rejected)
             reqs.append(options.support.render(ex.prompt, first=first, second=second, rationale=drafts[i]["text"]))
-        answers = support_ask(options.support.id, reqs, options.check_max_tokens)
+        answers = support_ask(options.support.id, reqs, options.check_max_tokens, [rows_of[i] for i in todo])
         for i, c in zip(todo, answers, strict=True):
             drafts[i]["support"] = _support(parse_answer(c.text), swaps[i])
             drafts[i]["checks"]["inconsistent"] = drafts[i]["checks"].get("inconsistent", False) or \

@@ -36,7 +36,13 @@ MIN_WIDTH = 16
 
 
 class PromptTooLong(RdpoError, ValueError):
-    """A prompt whose tokens plus ``max_new_tokens`` exceed the model's ``max_position_embeddings``."""
+    """A prompt whose tokens plus ``max_new_tokens`` exceed the model's ``max_position_embeddings``; the first
+    such prompt's id and token count are in ``prompt_id`` and ``tokens``, the number of such prompts in
+    ``count``, the model's limit in ``max_positions``."""
+
+    def __init__(self, message: str, prompt_id: str = "", tokens: int = 0, count: int = 0, max_positions: int = 0):
+        super().__init__(message)
+        self.prompt_id, self.tokens, self.count, self.max_positions = prompt_id, tokens, count, max_positions
 
 
 def check_lengths(items: Sequence[PromptItem], encoded: Sequence[Sequence[int]], max_new_tokens: int,
@@ -53,7 +59,7 @@ def check_lengths(items: Sequence[PromptItem], encoded: Sequence[Sequence[int]],
         raise PromptTooLong(f"prompt {pid} has {n} tokens; with --max-new-tokens {max_new_tokens} that is "
                             f"{n + max_new_tokens} positions, more than the model's max_position_embeddings="
                             f"{max_positions} ({len(over)} such prompts); lower --max-new-tokens or leave "
-                            "those prompts out")
+                            "those prompts out", pid, n, len(over), max_positions)
 
 
 @dataclasses.dataclass(frozen=True)
