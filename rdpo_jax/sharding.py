@@ -4,7 +4,11 @@ Mesh axes: ``data`` (pure data parallelism: parameters replicated), ``fsdp`` (da
 parameters, gradients and optimiser state sharded: ZeRO-3 style) and ``tensor`` (Megatron-style model
 parallelism of heads and the MLP). The global batch is split over ``data x fsdp``. Parameters carry
 logical axis names (``rdpo_jax.models.partitioning``); the one rules table `DEFAULT_RULES` maps them onto
-mesh axes. Apart from the models' default table, this is the only module that names a mesh axis.
+mesh axes, and `ACTIVATION_RULES` the activations' names (the batch rows). Apart from those two tables in
+the models' partitioning module, this is the only module that names a mesh axis.
+
+A sharded step is traced under its mesh (:func:`under_mesh`), which turns the models' activation
+constraints on.
 
 All checks run before anything is compiled and name the offending value.
 """
@@ -21,14 +25,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rdpo_jax.config_fields import Range, setting
 from rdpo_jax.errors import RdpoError
-from rdpo_jax.models.partitioning import DEFAULT_RULES, named_shardings
+from rdpo_jax.models.partitioning import ACTIVATION_RULES, DEFAULT_RULES, named_shardings
 
 MESH_AXES = ("data", "fsdp", "tensor")  # also the fields of MeshConfig, in this order
-BATCH_AXES = ("data", "fsdp")
+BATCH_AXES = ACTIVATION_RULES["batch"]  # ("data", "fsdp"): the rows of every batch
 AXIS_SIZE = Range("a positive integer, or -1 for the remaining devices", lambda v: v > 0 or v == -1)
 
 __all__ = ["BATCH_AXES", "DEFAULT_RULES", "MESH_AXES", "MeshConfig", "ShardingError", "batch_sharding",
-           "make_mesh", "param_shardings", "replicated", "resolve_mesh_shape", "validate_layout"]
+           "make_mesh", "param_shardings", "replicated", "resolve_mesh_shape", "under_mesh", "validate_layout"]
 
 
 class ShardingError(RdpoError, ValueError):
@@ -121,3 +125,23 @@ def batch_sharding(mesh: Mesh, ndim: int, *, batch_dim: int = 0) -> NamedShardin
 def param_shardings(model_or_state, mesh: Mesh, rules: Mapping[str, Sequence[str]] | None = None):
     """``NamedSharding`` per parameter from its logical axis names and the rules table."""
     return named_shardings(model_or_state, mesh, DEFAULT_RULES if rules is None else rules)
+
+
+class under_mesh:  # noqa: N801 (used like a decorator: under_mesh(jax.jit(f, ...), mesh))
+    """A jitted function that is traced, lowered and called under ``jax.set_mesh(mesh)``, so the models'
+    activation sharding constraints (:func:`rdpo_jax.models.partitioning.constrain_activation`) apply.
+
+    ``under_mesh(jitted, mesh)(*args)`` and ``.lower(*args)`` behave as ``jitted``'s own.
+    """
+
+    def __init__(self, jitted: Any, mesh: Mesh):
+        self.jitted = jitted
+        self.mesh = mesh
+
+    def __call__(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.jitted(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.jitted.lower(*args, **kwargs)

@@ -4,7 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from rdpo_jax.models import DecoderLM
 from rdpo_jax.sharding import MeshConfig, make_mesh
 from rdpo_jax.train.objectives import PreferenceObjective, SFTObjective
 from rdpo_jax.train.optim import OptimConfig, make_optimizer, make_schedule
@@ -25,6 +27,7 @@ from rdpo_jax.train.step import (
     state_shardings,
 )
 from tests import reference_losses as ref
+from tests.test_models_backends import needs_splash
 from tests.train_helpers import random_pairs, three_row_batch, tiny_model
 
 
@@ -233,3 +236,24 @@ def test_skip_also_covers_an_update_that_overflows(setup):
                 np.testing.assert_array_equal(a, np.asarray(b))
         else:
             assert not finite and int(new.step) == 1  # the trainer stops on it and never checkpoints it
+
+
+@needs_splash
+def test_splash_attention_runs_inside_the_sharded_step(setup):
+    """The splash kernels (Pallas interpret mode on CPU) run per device under shard_map in the sharded step
+    (rows over data x fsdp, heads over tensor) and give the single-device xla step's loss and parameters."""
+    obj = PreferenceObjective("rdpo", (("gamma", 0.1),))
+    tx = make_optimizer(OptimConfig(name="sgd", lr=0.5, schedule="constant", clip_norm=None))
+    params, refp, batch = setup["params"], setup["ref_params"], setup["batch"]
+    single, single_metrics = jax.jit(make_train_step(setup["graphdef"], obj, tx))(init_train_state(params, tx),
+                                                                                  batch, refp)
+    splash = DecoderLM(setup["policy"].config, rngs=nnx.Rngs(0), attention_backend="splash-interpret")
+    graphdef, _ = split_model(splash)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    sh = state_shardings(params, tx, mesh)
+    step = jit_train_step(make_train_step(graphdef, obj, tx), sh, mesh, batch, ref_shardings=sh.params)
+    hlo = step.lower(init_train_state(params, tx, sh), batch, jax.device_put(refp, sh.params)).as_text()
+    assert "shard_map" in hlo or "manual" in hlo.lower()
+    new_state, metrics = step(init_train_state(params, tx, sh), batch, jax.device_put(refp, sh.params))
+    np.testing.assert_allclose(float(metrics["loss"]), float(single_metrics["loss"]), rtol=1e-5)
+    assert _max_rel(new_state.params, single.params) < 1e-5

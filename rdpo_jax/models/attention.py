@@ -4,9 +4,13 @@ What each query may see comes as an :class:`~rdpo_jax.models.masks.AttentionMask
 ids, padding, an optional explicit tree mask, the sliding window; :mod:`rdpo_jax.models.masks`) or as a
 dense boolean matrix; a backend that takes structured masks can use the structure:
 
-- ``"xla"``: the reference; any mask. Builds the dense [B, 1, Tq, Tk] mask with
+- ``"xla"``: memory-efficient attention in plain XLA (:mod:`rdpo_jax.models.chunked_attention`: query and
+  key blocks of 512, an online softmax, a backward that recomputes each block), any mask; never holds a
+  [Tq, Tk] matrix. Equal to ``"xla-dense"`` up to float summation order; a sequence up to 512 tokens is
+  one block.
+- ``"xla-dense"``: the reference; any mask. Builds the dense [B, 1, Tq, Tk] mask with
   :func:`~rdpo_jax.models.masks.make_attention_mask` (causal on position ids, so left padding, packed
-  segments and a KV cache all use the same rule).
+  segments and a KV cache all use the same rule) and float32 scores [B, H, Tq, Tk].
 - ``"cudnn"``: ``jax.nn.dot_product_attention(..., implementation="cudnn")`` (NVIDIA GPU only). Plain causal
   rows (no padding, segments or explicit mask) use cuDNN's causal + sliding-window mask; anything else
   passes the dense boolean mask. cuDNN takes bf16/fp16 only: float32 q/k/v are computed in bfloat16 and
@@ -15,6 +19,9 @@ dense boolean matrix; a backend that takes structured masks can use the structur
   window) mask on array positions plus segment ids; no explicit tree masks. ``"splash-interpret"`` runs the
   same kernels in Pallas interpret mode on any platform (slow; for tests).
 - ``"auto"``: cudnn on GPU (bf16/fp16 compute), splash on TPU when the mask allows, otherwise xla.
+
+Every backend reads the mask through :func:`~rdpo_jax.models.masks.make_attention_mask` (whole or per block),
+so they agree on what a query sees.
 """
 from __future__ import annotations
 
@@ -22,10 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rdpo_jax.models.chunked_attention import chunked_attend
 from rdpo_jax.models.masks import AttentionMask
 from rdpo_jax.models.splash import splash_attend
 
-BACKENDS = ("auto", "xla", "cudnn", "splash", "splash-interpret")
+BACKENDS = ("auto", "xla", "xla-dense", "cudnn", "splash", "splash-interpret")
 
 
 def _platform() -> str:
@@ -113,11 +121,13 @@ def attend(
         return _attend_cudnn(q, k, v, mask, scale)
     if backend in ("splash", "splash-interpret"):
         return splash_attend(q, k, v, mask, scale=scale, interpret=backend == "splash-interpret")
+    if backend == "xla":
+        return chunked_attend(q, k, v, mask, scale=scale)
     dense = mask.to_dense() if isinstance(mask, AttentionMask) else mask
-    return _attend_xla(q, k, v, dense, scale)
+    return _attend_dense(q, k, v, dense, scale)
 
 
-def _attend_xla(q, k, v, mask, scale):
+def _attend_dense(q, k, v, mask, scale):
     """Reference attention: float32 scores and softmax; probabilities cast to ``v.dtype`` for the value
     product; a query row with no visible key gets finite (uniform) weights, never NaN."""
     b, tq, h, d = q.shape

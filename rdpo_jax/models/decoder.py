@@ -30,8 +30,9 @@ from rdpo_jax.models.attention import check_splash_positions, resolve_backend
 from rdpo_jax.models.config import ModelConfig
 from rdpo_jax.models.layers import decoder_layer, own_keys_values, remat_layer, rms_norm, rope_cos_sin
 from rdpo_jax.models.masks import AttentionMask
-from rdpo_jax.models.partitioning import make_param
+from rdpo_jax.models.partitioning import constrain_activation, make_param
 
+ROW_ACTIVATION = ("batch", None, None)  # logical names of a layer's input/output [B, T, d]
 LAYER_PARAMS = ("input_norm", "q_proj", "k_proj", "v_proj", "o_proj", "post_attn_norm", "gate_proj",
                 "up_proj", "down_proj")
 
@@ -61,10 +62,10 @@ def default_positions(attention_mask: jax.Array | None, batch: int, length: int)
 
 
 def prepare_mask(mask: AttentionMask, backend: str) -> AttentionMask:
-    """Per-forward work before the layer scan: "xla" builds the dense mask once (shared by all layers);
+    """Per-forward work before the layer scan: "xla-dense" builds the dense mask once (shared by all layers);
     "cudnn" builds it unless the row is plain causal (cuDNN's own causal/window mask); splash checks that
-    positions are arange per segment."""
-    if backend == "xla" or (backend == "cudnn" and not mask.plain_causal):
+    positions are arange per segment; "xla" (blocked) builds each block's mask where it is used."""
+    if backend == "xla-dense" or (backend == "cudnn" and not mask.plain_causal):
         return mask.with_dense()
     if backend in ("splash", "splash-interpret"):
         check_splash_positions(mask)
@@ -197,13 +198,18 @@ class DecoderLM(nnx.Module):
         layer = functools.partial(decoder_layer, cos=cos, sin=sin, mask=mask, eps=cfg.rms_norm_eps,
                                   backend=backend, kv=kv)
         layer = remat_layer(layer, self.remat)
-        x = self.embed(input_ids)
+        x = constrain_activation(self.embed(input_ids), ROW_ACTIVATION)
         stacked = self.layers.stacked()
+
+        def body(p, carry):
+            out, aux = layer(p, carry)
+            return constrain_activation(out, ROW_ACTIVATION), aux
+
         if self.scan_layers:
-            return jax.lax.scan(lambda carry, p: layer(p, carry), x, stacked)
+            return jax.lax.scan(lambda carry, p: body(p, carry), x, stacked)
         auxes = []
         for i in range(cfg.num_layers):
-            x, aux = layer({k: w[i] for k, w in stacked.items()}, x)
+            x, aux = body({k: w[i] for k, w in stacked.items()}, x)
             auxes.append(aux)
         return x, jax.tree.map(lambda *a: jnp.stack(a), *auxes)
 

@@ -2,8 +2,17 @@
 
 Parameters carry logical names (``vocab``, ``embed``, ``mlp``, ``heads``, ``kv_heads``, ``head_dim``,
 ``layers``) as ``out_sharding`` metadata of their ``nnx.Param``. :func:`logical_axes` reads them back;
-:func:`spec_for` turns one tuple of names into a ``PartitionSpec`` under a rules table. This module is
-the only place in ``rdpo_jax.models`` that mentions mesh axis names, and only in the default table.
+:func:`spec_for` turns one tuple of names into a ``PartitionSpec`` under a rules table.
+
+Activations carry logical names too (:data:`ACTIVATION_RULES`: ``batch``, the rows of a batch, over all of
+``data x fsdp``; ``heads``, attention heads, over ``tensor``): :func:`constrain_activation` pins them with
+``with_sharding_constraint`` under the mesh in context (``jax.set_mesh``) and does nothing without one, so
+the same model runs unsharded (tests, generation) and sharded (the training step) unchanged. Without these
+constraints XLA's propagation may gather a layer's activations over fsdp (the all-gathered weights pull them
+along), which multiplies the per-device activation memory by the fsdp size.
+
+This module is the only place in ``rdpo_jax.models`` that mentions mesh axis names, and only in the two
+tables.
 """
 from __future__ import annotations
 
@@ -22,6 +31,12 @@ DEFAULT_RULES: dict[str, tuple[str, ...]] = {
     "kv_heads": ("tensor",),
     "head_dim": (),
     "layers": (),
+}
+
+# logical activation name -> the mesh axes it is split over, all of them at once (those present with size > 1).
+ACTIVATION_RULES: dict[str, tuple[str, ...]] = {
+    "batch": ("data", "fsdp"),
+    "heads": ("tensor",),
 }
 
 _KEY = "out_sharding"
@@ -98,3 +113,38 @@ def named_shardings(model_or_state, mesh: Mesh, rules: Mapping[str, Sequence[str
         lambda names, var: NamedSharding(mesh, spec_for(names, var.shape, mesh, rules)),
         axes, state, is_leaf=lambda x: isinstance(x, tuple | nnx.Variable),
     )
+
+
+def activation_spec(names: Sequence[str | None], shape: Sequence[int], mesh) -> PartitionSpec:
+    """PartitionSpec of an activation: dim i over every axis of ``ACTIVATION_RULES[names[i]]`` that ``mesh``
+    has with size > 1, when their product divides ``shape[i]``; otherwise that dim is replicated."""
+    spec = []
+    for name, size in zip(names, shape, strict=True):
+        axes = tuple(a for a in ACTIVATION_RULES.get(name, ()) if a in mesh.shape and mesh.shape[a] > 1)
+        ways = 1
+        for a in axes:
+            ways *= mesh.shape[a]
+        spec.append(axes if axes and size % ways == 0 else None)
+    return PartitionSpec(*spec)
+
+
+def context_mesh():
+    """The mesh in context (``jax.set_mesh``) as an abstract mesh, or None outside one."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty or not mesh.shape:
+        return None
+    return mesh
+
+
+def constrain_activation(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """``x`` pinned to :func:`activation_spec` under the mesh in context; ``x`` itself without a mesh.
+
+    x [...] with one logical name (or None) per dim, e.g. a layer's input [B, T, d] as ("batch", None, None).
+    """
+    mesh = context_mesh()
+    if mesh is None:
+        return x
+    spec = activation_spec(names, x.shape, mesh)
+    if all(s is None for s in spec):
+        return x
+    return jax.lax.with_sharding_constraint(x, spec)

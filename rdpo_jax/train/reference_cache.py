@@ -28,6 +28,7 @@ from rdpo_jax.batch import ROW_KEYS, Role
 from rdpo_jax.errors import RdpoError
 from rdpo_jax.files import writing
 from rdpo_jax.logprobs import pair_sums, row_token_logps
+from rdpo_jax.sharding import under_mesh
 
 ROW_ARRAYS = (*ROW_KEYS, "pair_mask")  # what the reference forward reads
 
@@ -124,15 +125,17 @@ class ReferenceCache:
         return cache
 
 
-def make_reference_fn(graphdef: nnx.GraphDef, block_size: int):
-    """Jitted ``f(ref_params, batch) -> (R_w [M, P], R_l [M, P])`` over micro-batches."""
+def make_reference_fn(graphdef: nnx.GraphDef, block_size: int, mesh=None):
+    """Jitted ``f(ref_params, batch) -> (R_w [M, P], R_l [M, P])`` over micro-batches (traced under ``mesh``
+    when given, as the training step: :func:`~rdpo_jax.sharding.under_mesh`)."""
 
     def per_micro(ref_params, rows):
         model = nnx.merge(graphdef, ref_params)
         sums, _ = pair_sums(row_token_logps(model, rows, block_size), rows, rows["pair_mask"].shape[-1])
         return sums[:, Role.CHOSEN], sums[:, Role.REJECTED]
 
-    return jax.jit(lambda p, b: jax.lax.map(lambda rows: per_micro(p, rows), b))
+    jitted = jax.jit(lambda p, b: jax.lax.map(lambda rows: per_micro(p, rows), b))
+    return jitted if mesh is None else under_mesh(jitted, mesh)
 
 
 def rows_fingerprint(rows: Iterable[Any]) -> str:
@@ -156,12 +159,12 @@ def _gathered(x: jax.Array) -> np.ndarray:
 
 def compute_reference_cache(graphdef: nnx.GraphDef, ref_params, batches: Iterable[tuple[np.ndarray, dict]],
                             num_examples: int, *, config: Any = None, settings: Mapping[str, Any] | None = None,
-                            block_size: int = 2048, data_digest: str | None = None) -> ReferenceCache:
+                            block_size: int = 2048, data_digest: str | None = None, mesh=None) -> ReferenceCache:
     """One pass over ``(indices [M, P], batch)`` pairs (indices: global example ids of the pairs, -1 for
     padding; the batch in the row contract, host or global device arrays) computing the reference sums of
     every real pair. Every example must be covered. ``data_digest`` (e.g. :func:`rows_fingerprint`) replaces
-    hashing the batches, which needs them on the host (one process)."""
-    ref_fn = make_reference_fn(graphdef, block_size)
+    hashing the batches, which needs them on the host (one process). ``mesh``: the mesh the batches live on."""
+    ref_fn = make_reference_fn(graphdef, block_size, mesh)
     chosen = np.full(num_examples, np.nan, np.float32)
     rejected = np.full(num_examples, np.nan, np.float32)
     hasher = _DataHasher()

@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from rdpo_jax.batch import PAIR_KEYS
 from rdpo_jax.config import NAN_POLICIES
-from rdpo_jax.sharding import batch_sharding, param_shardings, replicated, validate_layout
+from rdpo_jax.sharding import batch_sharding, param_shardings, replicated, under_mesh, validate_layout
 
 
 class TrainState(NamedTuple):
@@ -161,7 +161,9 @@ def make_train_step(graphdef: nnx.GraphDef, objective, tx: optax.GradientTransfo
 
 def jit_train_step(step: Callable, shardings: TrainState | None, mesh: Mesh | None, batch_example: dict,
                    ref_shardings=None, model_config=None) -> Callable:
-    """``jax.jit`` with explicit in/out shardings and the state donated (no mesh: plain jit, donated).
+    """``jax.jit`` with explicit in/out shardings and the state donated (no mesh: plain jit, donated),
+    traced under the mesh (:func:`~rdpo_jax.sharding.under_mesh`: each decoder layer's input and output stay
+    split over data x fsdp).
 
     With a mesh, the batch rows and (given ``model_config``) the attention heads are checked against the
     mesh first, so a layout that cannot work fails here, before anything is compiled.
@@ -172,5 +174,6 @@ def jit_train_step(step: Callable, shardings: TrainState | None, mesh: Mesh | No
                     num_heads=getattr(model_config, "num_heads", None),
                     num_kv_heads=getattr(model_config, "num_kv_heads", None),
                     global_batch_name="micro-batch")
-    return jax.jit(step, in_shardings=(shardings, batch_shardings(mesh, batch_example), ref_shardings),
-                   out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
+    jitted = jax.jit(step, in_shardings=(shardings, batch_shardings(mesh, batch_example), ref_shardings),
+                     out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
+    return under_mesh(jitted, mesh)

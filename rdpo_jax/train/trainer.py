@@ -39,7 +39,7 @@ from rdpo_jax.data import BatchIterator
 from rdpo_jax.errors import ConfigError, RdpoError
 from rdpo_jax.files import write_json, write_text, writing
 from rdpo_jax.models import DecoderLM, ModelConfig, load_hf, save_hf
-from rdpo_jax.sharding import make_mesh
+from rdpo_jax.sharding import make_mesh, under_mesh
 from rdpo_jax.train.checkpoint import Checkpointer, abstract_state, key_from_json, key_to_json
 from rdpo_jax.train.data_checks import plan_steps
 from rdpo_jax.train.held_out import check_held_out
@@ -273,7 +273,7 @@ def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> Run
     final_eval = {k: v for k, v in final_eval.items() if k not in ("step", "split", "time")} if final_eval else {}
     eval_step = start_step if final_eval else None
     step_fn = None
-    eval_fn = jax.jit(make_eval_step(graphdef, objective))
+    eval_fn = under_mesh(jax.jit(make_eval_step(graphdef, objective)), mesh)
     last: dict[str, float] = {}
     skipped: list[int] = []
     consecutive: list[int] = []
@@ -395,7 +395,8 @@ def _reference_caches(cfg, graphdef, ref_params, data, batcher, mesh, out: paths
                 yield index, to_global(local, mesh, batcher.pad_id)
 
         cache = compute_reference_cache(graphdef, ref_params, passes(), len(rows), config=cfg.model,
-                                        settings=settings, block_size=cfg.train.block_size, data_digest=digest)
+                                        settings=settings, block_size=cfg.train.block_size, data_digest=digest,
+                                        mesh=mesh)
         if jax.process_index() == 0:
             cache.save(str(path))
         caches[split] = cache
