@@ -1,17 +1,18 @@
-"""cuDNN vs XLA attention through ``rdpo_jax.models.attend``: agreement (bf16) and timings.
+"""cuDNN, blocked XLA and dense XLA attention through ``rdpo_jax.models.attend``: agreement (bf16) and timings.
 
 Two masks on [B, T] rows with H query heads of D and KV key/value heads (default 16 x 2048, 32 heads of 64,
 GQA 8 kv heads: the attention shape of Mistral-7B):
 
-- ``causal``: plain causal rows (cuDNN uses its own causal mask, XLA a dense boolean mask);
+- ``causal``: plain causal rows (cuDNN uses its own causal mask, "xla-dense" a dense boolean mask, "xla" the
+  same rule per block);
 - ``tree``: rows packed with the docs/spec.md section 3 tree layout ``x | y_w | x_last', y_l`` repeated, plus tail
   padding, passed as an explicit boolean mask (cuDNN takes it as a bias).
 
-For each it prints the max |cudnn - xla| of the bf16 outputs and of the q/k/v gradients (each also against a
-float32 XLA reference), and the median forward and forward+backward times in ms.
+For each it prints the max |cudnn - xla-dense| of the bf16 outputs and of the q/k/v gradients, each backend's
+error against a float32 "xla-dense" reference, and the median forward and forward+backward times in ms.
 
   python benchmarks/bench_attention_gpu.py             # on a GPU
-  python benchmarks/bench_attention_gpu.py --cpu-smoke # tiny sizes, XLA only (cudnn skipped off GPU)
+  python benchmarks/bench_attention_gpu.py --cpu-smoke # tiny sizes, the XLA backends only (cudnn needs a GPU)
 """
 from __future__ import annotations
 
@@ -93,14 +94,15 @@ def run(b: int, t: int, h: int, kv: int, d: int, iters: int, dtype) -> list[dict
                 return jnp.sum(fwd(q, k, v, backend).astype(jnp.float32) * ct)
             return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
 
-        f = {be: jax.jit(lambda q, k, v, be=be: fwd(q, k, v, be)) for be in ("xla", "cudnn")}
-        g = {be: jax.jit(lambda q, k, v, be=be: fwd_bwd(q, k, v, be)) for be in ("xla", "cudnn")}
+        backends = ("xla-dense", "xla", "cudnn") if on_gpu else ("xla-dense", "xla")
+        f = {be: jax.jit(lambda q, k, v, be=be: fwd(q, k, v, be)) for be in backends}
+        g = {be: jax.jit(lambda q, k, v, be=be: fwd_bwd(q, k, v, be)) for be in backends}
         r = real[name]
-        ref_out = np.asarray(f["xla"](q32, k32, v32))[r]
-        ref_grads = [np.asarray(x) for x in g["xla"](q32, k32, v32)]
+        ref_out = np.asarray(f["xla-dense"](q32, k32, v32))[r]
+        ref_grads = [np.asarray(x) for x in g["xla-dense"](q32, k32, v32)]
         out = {"mask": name, "shape": f"{b}x{t}, {h} heads of {d}, {kv} kv heads", "dtype": jnp.dtype(dtype).name}
         res = {}
-        for be in ("xla", "cudnn") if on_gpu else ("xla",):
+        for be in backends:
             o = np.asarray(f[be](q, k, v).astype(jnp.float32))[r]
             gr = [np.asarray(x.astype(jnp.float32)) for x in g[be](q, k, v)]
             res[be] = (o, gr)
@@ -110,7 +112,7 @@ def run(b: int, t: int, h: int, kv: int, d: int, iters: int, dtype) -> list[dict
             out[f"{be}_fwd_ms"] = _time(f[be], q, k, v, iters=iters)
             out[f"{be}_fwd_bwd_ms"] = _time(g[be], q, k, v, iters=iters)
         if on_gpu:
-            (ox, gx), (oc, gc) = res["xla"], res["cudnn"]
+            (ox, gx), (oc, gc) = res["xla-dense"], res["cudnn"]
             out["max_abs_diff_out"] = float(np.abs(oc - ox).max())
             out["max_rel_diff_grad"] = float(max(np.abs(a - b_).max() / np.abs(b_).max()
                                                  for a, b_ in zip(gc, gx, strict=True)))

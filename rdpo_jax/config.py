@@ -70,9 +70,15 @@ class ModelSection:
     dtype: str = setting("float32", choices=DTYPES, doc="compute dtype")
     param_dtype: str = setting("float32", choices=DTYPES,
                                doc="parameter (and AdamW state) dtype; the paper keeps bf16 weights")
-    remat: str = setting("none", choices=("none", *REMAT_POLICIES), doc="activation checkpointing of the layers")
+    remat: str = setting("none", choices=("none", *REMAT_POLICIES, "auto"),
+                         doc="activation checkpointing of the layers (`auto`: the fastest of none, save_dots, full "
+                             "whose compiled step fits `remat_memory_gib`)")
+    remat_memory_gib: float | None = setting(None, within=POSITIVE_NUMBER_OR_NULL,
+                                             doc="`remat: auto`: per-device memory the step must fit in GiB (null: "
+                                                 "the device's own limit; none is known on CPU, so `none` is kept)")
     attention: str = setting("auto", choices=BACKENDS,
-                             doc="attention backend (`auto`: cuDNN on GPU, splash on TPU, XLA otherwise; "
+                             doc="attention backend (`auto`: cuDNN on GPU, splash on TPU, XLA otherwise; `xla`: "
+                                 "memory-efficient blocks, no [T, T] scores; `xla-dense`: the dense reference; "
                                  "`splash-interpret`: the splash kernels in Pallas interpret mode on any "
                                  "platform, slow, for tests)")
     tiny_hidden_size: int = setting(64, within=POSITIVE, doc="width of the tiny model (a multiple of "

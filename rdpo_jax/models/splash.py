@@ -64,7 +64,8 @@ def splash_attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask,
     rows split over the batch axes and heads over the tensor axis (kept whole when the query or the kv heads
     do not divide over it).
     """
-    kernel = _kernel(_padded_length(q.shape[1]), q.shape[2] // k.shape[2], mask.sliding_window, interpret)  # built outside shard_map
+    # built here, outside shard_map: a kernel first built inside it would be cached with manual shardings
+    kernel = _kernel(_padded_length(q.shape[1]), q.shape[2] // k.shape[2], mask.sliding_window, interpret)
     local = functools.partial(_splash_local, kernel=kernel, scale=scale)
     mesh = context_mesh()
     if mesh is None:

@@ -28,7 +28,7 @@ __all__ = ["MAY_CHANGE_ON_RESUME", "ResumeMismatch", "check_resume", "defines_ru
 #: Keys (or whole sections) that may differ between a checkpoint and the run that resumes it.
 MAY_CHANGE_ON_RESUME: tuple[str, ...] = (
     "name", "output_dir",
-    "model.attention", "model.remat",
+    "model.attention", "model.remat", "model.remat_memory_gib",
     "data.eval_split", "data.eval_source", "data.layout", "data.pairs_per_row", "data.min_bucket",
     "train.reference", "train.micro_batches", "train.epochs", "train.max_steps", "train.eval_every",
     "train.eval_batches", "train.nan_policy", "train.max_skipped_steps", "train.block_size",

@@ -55,6 +55,7 @@ from rdpo_jax.train.reference_cache import (
     rows_fingerprint,
     settings_fingerprint,
 )
+from rdpo_jax.train.remat_choice import choose_remat, device_memory_limit
 from rdpo_jax.train.run_identity import ResumeMismatch, check_resume, fingerprint
 from rdpo_jax.train.run_lock import RunLock
 from rdpo_jax.train.step import (
@@ -89,7 +90,7 @@ def build_model(cfg: RunConfig, tokenizer: Any, mesh) -> DecoderLM:
     """A random tiny Llama sized by model.tiny_* (vocabulary from the tokenizer), or a HF directory
     (``model.init_from`` first, else ``model.source``), loaded straight onto the mesh."""
     m = cfg.model
-    kw = dict(remat=m.remat, attention_backend=m.attention)
+    kw = dict(remat="none" if m.remat == "auto" else m.remat, attention_backend=m.attention)
     path = m.init_from or (None if m.source == "tiny" else m.source)
     if path is not None:
         return load_hf(path, dtype=DTYPES[m.param_dtype], mesh=mesh, compute_dtype=DTYPES[m.dtype], **kw)
@@ -102,6 +103,29 @@ def build_model(cfg: RunConfig, tokenizer: Any, mesh) -> DecoderLM:
                          eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
     return DecoderLM(config, rngs=nnx.Rngs(cfg.train.seed), dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype],
                      **kw)
+
+
+def _compile_step(cfg: RunConfig, model: DecoderLM, objective, tx, schedule, shardings, mesh, state, batch,
+                  ref_params, logger: MetricsLogger):
+    """The jitted train step; under ``model.remat=auto`` the policy is chosen here (logged) by compiling the
+    step for this first batch (`rdpo_jax.train.remat_choice`)."""
+    def make(policy: str | None = None):
+        if policy is not None:
+            model.remat = policy
+        graphdef, _ = split_model(model)
+        return jit_train_step(make_train_step(graphdef, objective, tx, schedule=schedule,
+                                              nan_policy=cfg.train.nan_policy),
+                              shardings, mesh, batch, ref_shardings=shardings.params if ref_params is not None
+                              else None, model_config=model.config)
+
+    if cfg.model.remat != "auto":
+        return make()
+    gib = cfg.model.remat_memory_gib
+    limit = int(gib * 2**30) if gib is not None else device_memory_limit()
+    _, step_fn, lines = choose_remat(make, state, batch, ref_params, limit_bytes=limit)
+    for line in lines:
+        logger.write(line)
+    return step_fn
 
 
 def _host(metrics: dict[str, jax.Array]) -> dict[str, float]:
@@ -293,10 +317,8 @@ def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> Run
             step = b.step + 1
             batch = to_global(local, mesh, batcher.pad_id)
             if step_fn is None:
-                step_fn = jit_train_step(make_train_step(graphdef, objective, tx, schedule=schedule,
-                                                         nan_policy=cfg.train.nan_policy),
-                                         shardings, mesh, batch, ref_shardings=shardings.params if ref_params
-                                         is not None else None, model_config=model.config)
+                step_fn = _compile_step(cfg, model, objective, tx, schedule, shardings, mesh, state, batch,
+                                        ref_params, logger)
             state, metrics = step_fn(state, batch, ref_params)
             tokens += int(local["attention_mask"].sum()) * jax.process_count()
             last = _host(metrics)
