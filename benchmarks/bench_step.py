@@ -7,7 +7,8 @@ Workloads:
 
 - synthetic (default), the PyTorch peer's (``benchmarks/torch_peer.py``): random tokens, every sequence
   ``--seq`` tokens with a prompt of ``seq / 2``; model shapes ``tiny``, ``small``, ``llama-1b``,
-  ``llama-8b`` (:data:`PRESETS`). RDPO adds a rationale of ``--rationale-tokens`` after a 4-token follow-up.
+  ``llama-8b`` (``benchmarks/flops.py``'s ``SHAPES``). RDPO adds a rationale of ``--rationale-tokens`` after a
+  4-token follow-up.
 - ``--hh``: the shipped HH-RLHF sample (64 pairs, ``rdpo_jax.data.samples.HH_SAMPLE``) under the mistral-v1
   tokenizer and its chat template, ``max_length`` 1024, every pair given the same rationale (:data:`RATIONALE`,
   about 145 tokens), batches of ``--pairs``; one timed pass over all batches after a warm-up pass (which
@@ -40,9 +41,9 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flops import matmul_params, step_flops  # noqa: E402
+from flops import SHAPES, matmul_params, step_flops  # noqa: E402
 
-from rdpo_jax.batch import step_inputs  # noqa: E402
+from rdpo_jax.batch import add_score_index, step_inputs  # noqa: E402
 from rdpo_jax.data.batching import BatchPlan, Buckets  # noqa: E402
 from rdpo_jax.data.rows import TokenizedExample, TokenSeq  # noqa: E402
 from rdpo_jax.models import DecoderLM, ModelConfig  # noqa: E402
@@ -53,16 +54,9 @@ from rdpo_jax.train.optim import OptimConfig, make_optimizer  # noqa: E402
 from rdpo_jax.train.step import init_train_state, jit_train_step, make_train_step, split_model, state_shardings  # noqa: E402,E501
 
 GIB = 2.0**30
-PRESETS = {  # the peer's shapes (benchmarks/torch_peer.py)
-    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-                 head_dim=16, tie_word_embeddings=True, rope_theta=10000.0),
-    "small": dict(vocab_size=32000, hidden_size=256, intermediate_size=688, num_layers=4, num_heads=8,
-                  num_kv_heads=4, head_dim=32, tie_word_embeddings=False, rope_theta=10000.0),
-    "llama-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
-                     num_kv_heads=8, head_dim=64, tie_word_embeddings=True, rope_theta=500000.0),
-    "llama-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32,
-                     num_kv_heads=8, head_dim=128, tie_word_embeddings=False, rope_theta=500000.0),
-}
+PRESETS = {name: dict(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["intermediate"],
+                      num_layers=s["layers"], num_heads=s["heads"], num_kv_heads=s["kv_heads"], head_dim=s["head_dim"],
+                      tie_word_embeddings=s["tied"], rope_theta=s["rope_theta"]) for name, s in SHAPES.items()}
 FOLLOWUP = [5, 6, 7, 8]  # the synthetic rationale's F (the tokens between y_w and r)
 RATIONALE = (
     "The chosen response is better. The user asks for something that could cause real harm if it were "
@@ -112,11 +106,13 @@ def hh_examples(limit: int | None, max_length: int) -> tuple[list[TokenizedExamp
 
 def layout_batches(rows: list[TokenizedExample], *, pairs: int, layout: str, with_rationale: bool,
                    row_multiple: int, max_length: int) -> list[dict[str, np.ndarray]]:
-    """Global batches of ``pairs`` pairs (one micro-batch each) in ``layout``, padded to power-of-two buckets."""
+    """Global batches of ``pairs`` pairs (one micro-batch each) in ``layout``, padded to power-of-two buckets,
+    with the scored positions (``score_index``), as the trainer sends them to the devices."""
     longest = 2 * max_length if layout == "packed" else max_length
     plan = BatchPlan(Buckets.powers_of_two(longest, 64), pairs, pad_id=0, layout=layout,
                      with_rationale=with_rationale, row_multiple=row_multiple)
-    return [stack_micro_batches([step_inputs(plan(rows[i:i + pairs]))]) for i in range(0, len(rows) - pairs + 1, pairs)]
+    return [add_score_index(stack_micro_batches([step_inputs(plan(rows[i:i + pairs]))]))
+            for i in range(0, len(rows) - pairs + 1, pairs)]
 
 
 def scored_tokens(rows: list[TokenizedExample], with_rationale: bool) -> tuple[int, int]:

@@ -22,18 +22,12 @@ import torch.nn.functional as F  # noqa: N812
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flops import matmul_params, step_flops  # noqa: E402
+from flops import SHAPES, matmul_params, step_flops  # noqa: E402
 
-PRESETS = {  # the shapes of bench_step.PRESETS, in transformers' names
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=256, tie_word_embeddings=True, rope_theta=10000.0),
-    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False, rope_theta=10000.0),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),
-}
+PRESETS = {name: dict(hidden_size=s["hidden"], intermediate_size=s["intermediate"], num_hidden_layers=s["layers"],
+                      num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"], head_dim=s["head_dim"],
+                      vocab_size=s["vocab"], tie_word_embeddings=s["tied"], rope_theta=s["rope_theta"])
+           for name, s in SHAPES.items()}  # bench_step's shapes, in transformers' names
 
 
 def sequence_logps(model, ids, mask, prompt_len):
@@ -101,7 +95,7 @@ def main(argv=None) -> dict:
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
     n = matmul_params(cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers,
-                      cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads,
+                      cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
                       cfg.tie_word_embeddings)
     tokens = 2 * b * s
     flops = step_flops(n, cfg.num_hidden_layers, cfg.hidden_size, s, tokens)

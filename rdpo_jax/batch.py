@@ -16,6 +16,13 @@ One micro-batch holds N rows of T tokens, S scoring slots per row and P pairs (d
     rationale_mask  bool     [P]                     optional: pairs that have a rationale
     ref_chosen, ref_rejected float32 [P]             optional: cached reference sums (no reference forward)
 
+One derived step input is added last, when a batch goes to the devices (:func:`add_score_index`):
+
+    score_index     int32    [N, W]     -1           positions t of the row's scored targets, in order
+
+with W the smallest of T/4, T/2, T that holds every row's scored count; the log-prob bridge then runs the LM
+head at those W positions only (`rdpo_jax.logprobs.row_token_logps`), not at the prompt's.
+
 Bookkeeping keys ride along but are never step inputs: ``example_index`` int32 [P] (position of the pair
 in the list of examples the batch was laid out from, -1 for padding), ``dataset_index`` int32 [P] (position
 of the pair in the dataset being iterated, when the caller passes it; the reference cache is keyed by it)
@@ -105,6 +112,35 @@ def row_dims(batch: Mapping[str, np.ndarray], row_axis: int = 0) -> tuple[int, i
     """(N rows, T tokens, S slots) of a batch whose row axis is ``row_axis``."""
     n, t = batch["input_ids"].shape[row_axis:row_axis + 2]
     return int(n), int(t), int(batch["slot_pair"].shape[row_axis + 1])
+
+
+SCORE_INDEX = "score_index"
+
+
+def score_width(loss_mask: np.ndarray, most: int | None = None) -> int:
+    """W of :func:`add_score_index`: the smallest of T/4, T/2, T (at least 1) that holds ``most`` (default:
+    the largest per-row count of scored targets in ``loss_mask`` [..., T])."""
+    t = loss_mask.shape[-1]
+    most = int(np.asarray(loss_mask, bool).sum(-1).max(initial=0)) if most is None else most
+    for width in (t // 4, t // 2):
+        if width >= max(most, 1):
+            return width
+    return t
+
+
+def add_score_index(batch: Mapping[str, np.ndarray], width: int | None = None) -> dict[str, np.ndarray]:
+    """``batch`` with ``score_index`` [..., N, W]: each row's scored positions (``loss_mask`` True) in order,
+    then -1. ``width`` W (default :func:`score_width`) must hold every row's count (several processes pass
+    the width they agreed on)."""
+    mask = np.asarray(batch["loss_mask"], bool)
+    width = score_width(mask) if width is None else width
+    counts = mask.sum(-1)
+    if counts.max(initial=0) > width:
+        raise ValueError(f"score_index width {width} is smaller than a row's {int(counts.max())} scored targets")
+    order = np.argsort(~mask, axis=-1, kind="stable")[..., :width]  # scored positions first, in order
+    rank = np.arange(width)
+    index = np.where(rank < counts[..., None], order, -1).astype(np.int32)
+    return {**batch, SCORE_INDEX: index}
 
 
 def step_inputs(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

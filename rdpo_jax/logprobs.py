@@ -222,11 +222,26 @@ def segment_logps(token_logps: Array, loss_mask: Array, segment_ids: Array,
 
 def row_token_logps(model, rows: dict[str, Array], block_size: int = DEFAULT_BLOCK_SIZE) -> Array:
     """log pi(targets | row prefix) [N, T] float32 of a row batch: the model's final hidden states (with the
-    rows' positions, padding and optional tree mask) -> the blocked LM head (`token_logps_from_hidden`)."""
+    rows' positions, padding and optional tree mask) -> the blocked LM head (`token_logps_from_hidden`).
+
+    With ``score_index`` [N, W] in ``rows`` (`rdpo_jax.batch.add_score_index`) the head runs at those W
+    positions of each row only (``h[n, w] = hidden[n, score_index[n, w]]``) and the log-probs are scattered
+    back: positions not listed (unscored: the prompt, padding) are 0. Without it, every position is scored.
+    """
     hidden = model(rows["input_ids"], rows.get("attention_mask"), positions=rows["positions"],
                    attn_mask=rows.get("attn_mask"), return_hidden=True)
     head, layout = model.lm_head_weight()
-    return token_logps_from_hidden(hidden, head, rows["targets"], block_size=block_size, layout=layout)
+    index = rows.get("score_index")
+    if index is None:
+        return token_logps_from_hidden(hidden, head, rows["targets"], block_size=block_size, layout=layout)
+    listed = index >= 0
+    safe = jnp.maximum(index, 0)
+    picked = jnp.take_along_axis(hidden, safe[..., None], axis=1)  # [N, W, d]
+    targets = jnp.take_along_axis(rows["targets"], safe, axis=1)
+    lp = token_logps_from_hidden(picked, head, targets, block_size=block_size, layout=layout)
+    lp = jnp.where(listed, lp, 0.0)
+    rows_idx = jnp.arange(index.shape[0])[:, None]
+    return jnp.zeros(rows["targets"].shape, jnp.float32).at[rows_idx, safe].add(lp)
 
 
 def pair_sums(token_lp: Array, rows: dict[str, Array], num_pairs: int) -> tuple[Array, Array]:

@@ -14,6 +14,7 @@ All checks run before anything is compiled and name the offending value.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rdpo_jax.config_fields import Range, setting
 from rdpo_jax.errors import RdpoError
-from rdpo_jax.models.partitioning import ACTIVATION_RULES, DEFAULT_RULES, named_shardings
+from rdpo_jax.models.partitioning import ACTIVATION_RULES, DEFAULT_RULES, activation_constraints, named_shardings
 
 MESH_AXES = ("data", "fsdp", "tensor")  # also the fields of MeshConfig, in this order
 BATCH_AXES = ACTIVATION_RULES["batch"]  # ("data", "fsdp"): the rows of every batch
@@ -127,21 +128,38 @@ def param_shardings(model_or_state, mesh: Mesh, rules: Mapping[str, Sequence[str
     return named_shardings(model_or_state, mesh, DEFAULT_RULES if rules is None else rules)
 
 
+def activation_sharding_default() -> bool:
+    """Whether sharded steps pin activations by default: on GPU and TPU, off on CPU, where XLA's CPU runtime
+    can run a program's independent collectives in different orders on different simulated devices and
+    deadlock (seen with the constraints on 8 CPU devices, jax 0.10.2); CPU meshes are for tests, and the
+    compile-time memory checks turn them on explicitly."""
+    return jax.default_backend() != "cpu"
+
+
 class under_mesh:  # noqa: N801 (used like a decorator: under_mesh(jax.jit(f, ...), mesh))
     """A jitted function that is traced, lowered and called under ``jax.set_mesh(mesh)``, so the models'
-    activation sharding constraints (:func:`rdpo_jax.models.partitioning.constrain_activation`) apply.
+    activation sharding constraints (:func:`rdpo_jax.models.partitioning.constrain_activation`) apply when
+    ``activation_sharding`` is on (default :func:`activation_sharding_default`) and splash runs per device.
 
     ``under_mesh(jitted, mesh)(*args)`` and ``.lower(*args)`` behave as ``jitted``'s own.
     """
 
-    def __init__(self, jitted: Any, mesh: Mesh):
+    def __init__(self, jitted: Any, mesh: Mesh, activation_sharding: bool | None = None):
         self.jitted = jitted
         self.mesh = mesh
+        self.activation_sharding = (activation_sharding_default() if activation_sharding is None
+                                    else activation_sharding)
+
+    def _context(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(activation_constraints(self.activation_sharding))
+        return stack
 
     def __call__(self, *args, **kwargs):
-        with jax.set_mesh(self.mesh):
+        with self._context():
             return self.jitted(*args, **kwargs)
 
     def lower(self, *args, **kwargs):
-        with jax.set_mesh(self.mesh):
+        with self._context():
             return self.jitted.lower(*args, **kwargs)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rdpo_jax.batch import add_score_index, score_width
 from rdpo_jax.logprobs import segment_logps, sequence_logps, token_logps, token_logps_from_hidden
 
 
@@ -140,3 +141,45 @@ def test_shape_errors_are_clear():
         token_logps_from_hidden(h, jnp.zeros((8, 30)), jnp.zeros((2, 3), int), layout="xy")
     with pytest.raises(ValueError, match="loss_mask"):
         sequence_logps(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
+
+
+def test_score_index_lists_each_rows_scored_positions_in_a_quarter_half_or_whole_width():
+    mask = np.zeros((2, 3, 16), bool)
+    mask[0, 0, [3, 4, 9]] = True
+    mask[1, 2, 5:9] = True
+    out = add_score_index({"loss_mask": mask})["score_index"]
+    assert out.shape == (2, 3, 4) and out.dtype == np.int32  # 4 scored at most: T/4
+    np.testing.assert_array_equal(out[0, 0], [3, 4, 9, -1])
+    np.testing.assert_array_equal(out[1, 2], [5, 6, 7, 8])
+    assert (out[0, 1] == -1).all()
+    assert score_width(mask, 5) == 8 and score_width(mask, 9) == 16 and score_width(np.zeros((1, 16), bool)) == 4
+    with pytest.raises(ValueError, match="smaller than a row's 4 scored targets"):
+        add_score_index({"loss_mask": mask}, width=3)
+
+
+def test_head_at_the_scored_positions_only_equals_the_full_head_in_value_and_gradient():
+    """row_token_logps with score_index gives the full head's log-probs at every scored target (0 elsewhere)
+    and the same parameter gradients of the masked sum."""
+    from flax import nnx
+
+    from rdpo_jax.logprobs import row_token_logps
+    from tests.train_helpers import random_pairs, three_row_batch, tiny_model
+
+    batch = three_row_batch(random_pairs(np.random.default_rng(3), 4, 64), t=32)
+    rows = {k: jnp.asarray(v[0]) for k, v in batch.items()}
+    indexed = {**rows, "score_index": jnp.asarray(add_score_index({"loss_mask": batch["loss_mask"][0]})["score_index"])}
+    assert indexed["score_index"].shape[-1] < 32
+    graphdef, params = nnx.split(tiny_model(seed=2))
+    mask = np.asarray(batch["loss_mask"][0])
+
+    def total(p, r):
+        lp = row_token_logps(nnx.merge(graphdef, p), r, block_size=24)
+        return jnp.sum(jnp.where(r["loss_mask"], lp * (1 + jnp.arange(32) / 32), 0.0)), lp
+
+    (full_sum, full), full_grads = jax.value_and_grad(total, has_aux=True)(params, rows)
+    (part_sum, part), part_grads = jax.value_and_grad(total, has_aux=True)(params, indexed)
+    np.testing.assert_allclose(np.asarray(part)[mask], np.asarray(full)[mask], rtol=1e-6, atol=1e-6)
+    assert (np.asarray(part)[~mask] == 0).all()
+    np.testing.assert_allclose(float(part_sum), float(full_sum), rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=2e-6),
+                 part_grads, full_grads)

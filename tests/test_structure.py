@@ -73,9 +73,10 @@ def test_only_the_sharding_module_names_a_mesh_axis():
     assert offenders == {}
     rules_table = MODULES[PACKAGE / "models" / "partitioning.py"]
     lines = {line for line, _ in _mesh_axis_literals(rules_table)}
-    table = next(n for n in ast.walk(rules_table) if isinstance(n, ast.AnnAssign)
-                 and getattr(n.target, "id", "") == "DEFAULT_RULES")
-    assert lines and all(table.lineno <= line <= table.end_lineno for line in lines)
+    tables = [n for n in ast.walk(rules_table) if isinstance(n, ast.AnnAssign)
+              and getattr(n.target, "id", "") in ("DEFAULT_RULES", "ACTIVATION_RULES")]  # parameters', activations'
+    assert len(tables) == 2
+    assert lines and all(any(t.lineno <= line <= t.end_lineno for t in tables) for line in lines)
 
 
 def test_the_detector_sees_a_mesh_axis():

@@ -50,7 +50,7 @@ def compile_abstract_step(cfg, mesh_cfg, *, micro_batches, pairs=32, seq=2048, r
     state = _placed(TrainState(jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(tx.init, params)), sh)
     batch = abstract_batch(micro_batches, pairs, seq)
     step = jit_train_step(make_train_step(graphdef, PreferenceObjective("rdpo", (("gamma", 0.001),)), tx), sh, mesh,
-                          batch, ref_shardings=sh.params, model_config=cfg)
+                          batch, ref_shardings=sh.params, model_config=cfg, activation_sharding=True)
     return step.lower(state, batch, _placed(params, sh.params)).compile().memory_analysis()
 
 

@@ -16,7 +16,9 @@ tables.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 from flax import nnx
@@ -128,6 +130,19 @@ def activation_spec(names: Sequence[str | None], shape: Sequence[int], mesh) -> 
     return PartitionSpec(*spec)
 
 
+_CONSTRAIN = contextvars.ContextVar("rdpo_jax_activation_constraints", default=False)
+
+
+@contextlib.contextmanager
+def activation_constraints(enabled: bool) -> Iterator[None]:
+    """Turn :func:`constrain_activation` on (or off) while tracing under this context."""
+    token = _CONSTRAIN.set(enabled)
+    try:
+        yield
+    finally:
+        _CONSTRAIN.reset(token)
+
+
 def context_mesh():
     """The mesh in context (``jax.set_mesh``) as an abstract mesh, or None outside one."""
     mesh = jax.sharding.get_abstract_mesh()
@@ -137,12 +152,13 @@ def context_mesh():
 
 
 def constrain_activation(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-    """``x`` pinned to :func:`activation_spec` under the mesh in context; ``x`` itself without a mesh.
+    """``x`` pinned to :func:`activation_spec` under the mesh in context when the constraints are on
+    (:func:`activation_constraints`); ``x`` itself otherwise.
 
     x [...] with one logical name (or None) per dim, e.g. a layer's input [B, T, d] as ("batch", None, None).
     """
     mesh = context_mesh()
-    if mesh is None:
+    if mesh is None or not _CONSTRAIN.get():
         return x
     spec = activation_spec(names, x.shape, mesh)
     if all(s is None for s in spec):

@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from rdpo_jax.batch import PAIR_KEYS, ROW_KEYS, Role, pad_rows, row_dims, step_inputs
+from rdpo_jax.batch import PAIR_KEYS, ROW_KEYS, Role, add_score_index, pad_rows, row_dims, score_width, step_inputs
 from rdpo_jax.config import RunConfig
 from rdpo_jax.data import (
     BatchPlan,
@@ -228,9 +228,14 @@ def _agree(local: dict[str, np.ndarray], pad_id: int) -> dict[str, np.ndarray]:
 
 
 def to_global(local: dict[str, np.ndarray], mesh: Mesh, pad_id: int) -> dict[str, jax.Array]:
-    """Assembles the global batch from every process's local micro-batches (collective: all processes)."""
+    """Assembles the global batch from every process's local micro-batches (collective: all processes), with
+    the ``score_index`` of the scored targets (one width on every process)."""
     local = _agree(step_inputs(local), pad_id)
     nproc, pid = jax.process_count(), jax.process_index()
+    most = int(np.asarray(local["loss_mask"], bool).sum(-1).max(initial=0))
+    if nproc > 1:
+        most = int(multihost_utils.process_allgather(np.int32(most)).max())
+    local = add_score_index(local, score_width(local["loss_mask"], most))
     local_pairs = local["pair_mask"].shape[1]
     if nproc > 1:
         local["slot_pair"] = np.where(local["slot_pair"] >= 0, local["slot_pair"] + pid * local_pairs, -1)

@@ -24,13 +24,13 @@ import numpy as np
 from flax import nnx
 
 from rdpo_jax import paths
-from rdpo_jax.batch import ROW_KEYS, Role
+from rdpo_jax.batch import ROW_KEYS, SCORE_INDEX, Role
 from rdpo_jax.errors import RdpoError
 from rdpo_jax.files import writing
 from rdpo_jax.logprobs import pair_sums, row_token_logps
 from rdpo_jax.sharding import under_mesh
 
-ROW_ARRAYS = (*ROW_KEYS, "pair_mask")  # what the reference forward reads
+ROW_ARRAYS = (*ROW_KEYS, SCORE_INDEX, "pair_mask")  # what the reference forward reads
 
 
 class ReferenceCacheMismatch(RdpoError, ValueError):
@@ -54,7 +54,7 @@ class _DataHasher:
 
     def update(self, indices: np.ndarray, batch: Mapping[str, Any]) -> None:
         self._h.update(np.ascontiguousarray(indices, np.int64).tobytes())
-        for key in ROW_ARRAYS:
+        for key in (*ROW_KEYS, "pair_mask"):  # the data itself (score_index is derived from loss_mask)
             if key in batch:
                 arr = np.asarray(batch[key])
                 self._h.update(key.encode() + str(arr.shape).encode() + np.ascontiguousarray(arr).tobytes())

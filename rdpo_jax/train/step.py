@@ -160,10 +160,10 @@ def make_train_step(graphdef: nnx.GraphDef, objective, tx: optax.GradientTransfo
 
 
 def jit_train_step(step: Callable, shardings: TrainState | None, mesh: Mesh | None, batch_example: dict,
-                   ref_shardings=None, model_config=None) -> Callable:
+                   ref_shardings=None, model_config=None, activation_sharding: bool | None = None) -> Callable:
     """``jax.jit`` with explicit in/out shardings and the state donated (no mesh: plain jit, donated),
-    traced under the mesh (:func:`~rdpo_jax.sharding.under_mesh`: each decoder layer's input and output stay
-    split over data x fsdp).
+    traced under the mesh (:func:`~rdpo_jax.sharding.under_mesh`: with ``activation_sharding``, default on
+    GPU/TPU and off on CPU, each decoder layer's input and output stay split over data x fsdp).
 
     With a mesh, the batch rows and (given ``model_config``) the attention heads are checked against the
     mesh first, so a layout that cannot work fails here, before anything is compiled.
@@ -176,4 +176,4 @@ def jit_train_step(step: Callable, shardings: TrainState | None, mesh: Mesh | No
                     global_batch_name="micro-batch")
     jitted = jax.jit(step, in_shardings=(shardings, batch_shardings(mesh, batch_example), ref_shardings),
                      out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
-    return under_mesh(jitted, mesh)
+    return under_mesh(jitted, mesh, activation_sharding)
