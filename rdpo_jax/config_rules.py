@@ -121,6 +121,9 @@ def _ignored(cfg: RunConfig) -> list[tuple[str, Any, str]]:
     if o.schedule != "cosine":
         for name in _changed(o, OptimConfig(), ("total_steps", "final_lr_ratio")):
             out.append((f"optim.{name}", getattr(o, name), f"it applies to optim.schedule=cosine, not {o.schedule!r}"))
+    if cfg.model.remat != "auto" and cfg.model.remat_memory_gib is not None:
+        out.append(("model.remat_memory_gib", cfg.model.remat_memory_gib,
+                    f"it applies to model.remat=auto, not {cfg.model.remat!r}"))
     if o.name == "sgd":
         for name in _changed(o, OptimConfig(weight_decay=0.0), ("weight_decay", "b1", "b2", "eps")):
             out.append((f"optim.{name}", getattr(o, name), "it applies to optim.name=adamw, not 'sgd'"))

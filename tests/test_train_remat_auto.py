@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from rdpo_jax.config_loader import load_config
+from rdpo_jax.config_loader import ConfigError, load_config
 from rdpo_jax.train.objectives import PreferenceObjective
 from rdpo_jax.train.optim import OptimConfig, make_optimizer
 from rdpo_jax.train.remat_choice import RematDoesNotFit, choose_remat, compiled_peak_bytes
@@ -62,3 +62,10 @@ def test_the_trainer_logs_its_choice_and_stops_before_a_step_when_nothing_fits(t
     with pytest.raises(RematDoesNotFit, match="no policy fits"):
         train(load_config(None, ARGS + [f"output_dir={tmp_path / 'tight'}", "model.remat_memory_gib=0.0001"]))
     assert not (tmp_path / "tight" / "checkpoints").exists() or not list((tmp_path / "tight" / "checkpoints").iterdir())
+
+
+def test_a_memory_limit_without_remat_auto_is_refused():
+    with pytest.raises(ConfigError, match=r"model.remat_memory_gib=40.0 would be ignored: it applies to "
+                                          r"model.remat=auto, not 'full'"):
+        load_config(None, ["model.remat=full", "model.remat_memory_gib=40"])
+    assert load_config(None, ["model.remat=auto", "model.remat_memory_gib=40"]).model.remat_memory_gib == 40
