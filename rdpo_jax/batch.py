@@ -15,6 +15,7 @@ One micro-batch holds N rows of T tokens, S scoring slots per row and P pairs (d
     pair_mask       bool     [P]                     real pairs (False: padding)
     rationale_mask  bool     [P]                     optional: pairs that have a rationale
     ref_chosen, ref_rejected float32 [P]             optional: cached reference sums (no reference forward)
+    ref_chosen_prefix, ref_rejected_prefix float32 [P]  optional: their sums over the first min(n_w, n_l) tokens
 
 One derived step input is added last, when a batch goes to the devices (:func:`add_score_index`):
 
@@ -60,12 +61,14 @@ TREE_MASK = "attn_mask"  # [N, T, T]
 #: Every key indexed by row first: the keys that split over the devices.
 ROW_KEYS = (*TOKEN_PAD, *SLOT_PAD, TREE_MASK)
 #: Per-pair keys [P] the step reads (replicated over the devices).
-PAIR_KEYS = ("pair_mask", "rationale_mask", "ref_chosen", "ref_rejected")
+REFERENCE_KEYS = ("ref_chosen", "ref_rejected", "ref_chosen_prefix", "ref_rejected_prefix")
+PAIR_KEYS = ("pair_mask", "rationale_mask", *REFERENCE_KEYS)
 #: Per-pair bookkeeping, never a step input.
 INDEX_KEYS = ("example_index", "dataset_index")
 DTYPES: Mapping[str, type] = {**{k: np.int32 for k in ROW_KEYS}, "loss_mask": np.bool_, TREE_MASK: np.bool_,
-                              "pair_mask": np.bool_, "rationale_mask": np.bool_, "ref_chosen": np.float32,
-                              "ref_rejected": np.float32, "example_index": np.int32, "dataset_index": np.int32}
+                              "pair_mask": np.bool_, "rationale_mask": np.bool_,
+                              **{k: np.float32 for k in REFERENCE_KEYS},
+                              "example_index": np.int32, "dataset_index": np.int32}
 
 
 def empty_rows(n_rows: int, length: int, n_slots: int, pad_id: int, *, tree_mask: bool = False

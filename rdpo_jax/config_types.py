@@ -34,6 +34,15 @@ def optional_parts(tp: Any) -> tuple[bool, Any]:
     return False, tp
 
 
+def union_parts(tp: Any) -> tuple[Any, ...]:
+    """The non-None members of a union with more than one of them (``str | list[str]``); else ()."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        rest = tuple(a for a in typing.get_args(tp) if a is not type(None))
+        if len(rest) > 1:
+            return rest
+    return ()
+
+
 def _bare(words: str) -> str:
     """'an integer' -> 'integer'."""
     return words.split(" ", 1)[1] if words.split(" ", 1)[0] in ("a", "an") else words
@@ -43,7 +52,10 @@ def describe_type(tp: Any) -> str:
     """Human words for a field type: 'an integer or null', 'a mapping of string to string', ..."""
     nullable, tp = optional_parts(tp)
     origin = typing.get_origin(tp)
-    if tp is bool:
+    if union_parts(tp):
+        nullable = type(None) in typing.get_args(tp)
+        words = " or ".join(describe_type(part) for part in union_parts(tp))
+    elif tp is bool:
         words = "true or false"
     elif tp is int:
         words = "an integer"
@@ -100,6 +112,13 @@ def coerce(value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    for part in union_parts(tp):  # the first member that accepts the value
+        try:
+            return coerce(value, part)
+        except BadType:
+            continue
+    if union_parts(tp):
+        raise BadType
     if tp is bool or tp is str:
         if isinstance(value, tp):
             return value

@@ -18,7 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rdpo_jax.batch import NUM_ROLES
+from rdpo_jax.batch import NUM_ROLES, Role
 
 Array = jax.Array
 HEAD_LAYOUTS = ("dv", "vd")
@@ -95,44 +95,64 @@ def _masked_block(hidden, lm_head, targets, k, size, vocab, layout):
     return logits, local, in_block, start
 
 
-def _forward(hidden, lm_head, targets, block_size, layout):
+HEAD_STATS = ("entropy", "mean_logit", "is_top1", "log_sum_sq_probs")
+
+
+def _forward(hidden, lm_head, targets, block_size, layout, with_stats=False):
+    """(log p[target] [B, T], lse [B, T], stats): one pass over the vocabulary blocks with an online
+    logsumexp; ``with_stats`` also accumulates, per position, sum_v z_v, sum_v e^{z_v - m} z_v and
+    sum_v e^{2 (z_v - m)} (rescaled as m grows) for `HEAD_STATS` (no [B, T, V] array)."""
     vocab = lm_head.shape[1 if layout == "dv" else 0]
     size, n_blocks = _block_geometry(vocab, block_size)
     shape = targets.shape
-    init = (jnp.full(shape, -jnp.inf, jnp.float32), jnp.zeros(shape, jnp.float32),
-            jnp.zeros(shape, jnp.float32))
+    zeros = jnp.zeros(shape, jnp.float32)
+    init = (jnp.full(shape, -jnp.inf, jnp.float32), zeros, zeros, *((zeros,) * 3 if with_stats else ()))
 
     def body(carry, k):
-        run_max, run_sum, tgt = carry
+        run_max, run_sum, tgt, *acc = carry
         logits, local, in_block, _ = _masked_block(hidden, lm_head, targets, k, size, vocab, layout)
         new_max = jnp.maximum(run_max, logits.max(-1))
-        run_sum = run_sum * jnp.exp(run_max - new_max) + jnp.exp(logits - new_max[..., None]).sum(-1)
+        rescale = jnp.exp(run_max - new_max)
+        e = jnp.exp(logits - new_max[..., None])
+        run_sum = run_sum * rescale + e.sum(-1)
         picked = jnp.take_along_axis(logits, jnp.clip(local, 0, size - 1)[..., None], axis=-1)[..., 0]
         tgt = jnp.where(in_block, picked, tgt)
-        return (new_max, run_sum, tgt), None
+        if with_stats:
+            z = jnp.where(jnp.isfinite(logits), logits, 0.0)  # ids of the shifted last block already counted: 0
+            sum_z, sum_ez, sum_e2 = acc
+            acc = [sum_z + z.sum(-1), sum_ez * rescale + (e * z).sum(-1), sum_e2 * rescale ** 2 + (e * e).sum(-1)]
+        return (new_max, run_sum, tgt, *acc), None
 
-    (run_max, run_sum, tgt), _ = jax.lax.scan(body, init, jnp.arange(n_blocks))
+    (run_max, run_sum, tgt, *acc), _ = jax.lax.scan(body, init, jnp.arange(n_blocks))
     lse = run_max + jnp.log(run_sum)
-    return tgt - lse, lse
+    stats = ()
+    if with_stats:
+        sum_z, sum_ez, sum_e2 = acc
+        stats = (lse - sum_ez / run_sum, sum_z / vocab, (tgt >= run_max).astype(jnp.float32),
+                 jnp.log(sum_e2) - 2.0 * jnp.log(run_sum))
+    return tgt - lse, lse, stats
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _blocked_logps(hidden, lm_head, targets, block_size, layout):
-    return _forward(hidden, lm_head, targets, block_size, layout)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _blocked_logps(hidden, lm_head, targets, block_size, layout, with_stats):
+    out, _, stats = _forward(hidden, lm_head, targets, block_size, layout, with_stats)
+    return out, stats
 
 
-def _blocked_fwd(hidden, lm_head, targets, block_size, layout):
-    out, lse = _forward(hidden, lm_head, targets, block_size, layout)
-    return out, (hidden, lm_head, targets, lse)
+def _blocked_fwd(hidden, lm_head, targets, block_size, layout, with_stats):
+    out, lse, stats = _forward(hidden, lm_head, targets, block_size, layout, with_stats)
+    return (out, stats), (hidden, lm_head, targets, lse)
 
 
-def _blocked_bwd(block_size, layout, residuals, g):
-    """d logp[b,t] / d logits[b,t,v] = 1[v = target] - softmax(logits)[v]; recomputed block by block.
+def _blocked_bwd(block_size, layout, with_stats, residuals, cotangents):
+    """d logp[b,t] / d logits[b,t,v] = 1[v = target] - softmax(logits)[v]; recomputed block by block. The
+    statistics are constants (no gradient flows through them: TRL detaches them too).
 
     d hidden = sum_blocks dlogits_k W_k^T, d W_k = hidden^T dlogits_k (columns of the head's gradient,
     added in place, so the overlapping last block only adds zeros to already-written columns).
     """
     hidden, lm_head, targets, lse = residuals
+    g = cotangents[0]
     vocab = lm_head.shape[1 if layout == "dv" else 0]
     size, n_blocks = _block_geometry(vocab, block_size)
     g = g.astype(jnp.float32)
@@ -167,7 +187,8 @@ _blocked_logps.defvjp(_blocked_fwd, _blocked_bwd)
 
 
 def token_logps_from_hidden(hidden: Array, lm_head: Array, targets: Array, *,
-                            block_size: int = DEFAULT_BLOCK_SIZE, layout: str | None = None) -> Array:
+                            block_size: int = DEFAULT_BLOCK_SIZE, layout: str | None = None,
+                            with_stats: bool = False) -> Array | tuple[Array, dict[str, Array]]:
     """log softmax(hidden @ W)[targets] in float32, blocked over the vocabulary.
 
     hidden [B, T, d] (final-norm hidden states, any float dtype); lm_head [d, V] (layout "dv") or the
@@ -177,6 +198,11 @@ def token_logps_from_hidden(hidden: Array, lm_head: Array, targets: Array, *,
     m' = max(m, max z), s' = s e^{m - m'} + sum e^{z - m'}; the result is z[target] - (m + log s).
     The custom VJP recomputes each block's logits, so temporaries are O(B T block_size), never
     O(B T V). Targets outside [0, V) give meaningless values that must be masked.
+
+    ``with_stats``: returns ``(logps, stats)``, stats a dict of [B, T] float32 arrays without gradient, from
+    the same pass (p = softmax(z)): ``entropy`` -sum_v p_v log p_v; ``mean_logit`` sum_v z_v / V (TRL's
+    logits/* metrics); ``is_top1`` 1 where the target's logit is the largest (ties count);
+    ``log_sum_sq_probs`` log sum_v p_v^2 (WPO's per-token normaliser).
     """
     if hidden.ndim != 3 or targets.shape != hidden.shape[:2]:
         raise ValueError(f"token_logps_from_hidden: hidden {hidden.shape} must be [B, T, d] with targets "
@@ -184,7 +210,10 @@ def token_logps_from_hidden(hidden: Array, lm_head: Array, targets: Array, *,
     if not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int; got {block_size!r}")
     layout = _resolve_layout(hidden, lm_head, layout)
-    return _blocked_logps(hidden, lm_head, targets.astype(jnp.int32), block_size, layout)
+    out, stats = _blocked_logps(hidden, lm_head, targets.astype(jnp.int32), block_size, layout, with_stats)
+    if not with_stats:
+        return out
+    return out, {name: jax.lax.stop_gradient(v) for name, v in zip(HEAD_STATS, stats, strict=True)}
 
 
 def sequence_logps(token_logps: Array, loss_mask: Array) -> tuple[Array, Array]:
@@ -220,28 +249,38 @@ def segment_logps(token_logps: Array, loss_mask: Array, segment_ids: Array,
     return sums, onehot.sum(1).astype(jnp.int32)
 
 
-def row_token_logps(model, rows: dict[str, Array], block_size: int = DEFAULT_BLOCK_SIZE) -> Array:
+def row_token_logps(model, rows: dict[str, Array], block_size: int = DEFAULT_BLOCK_SIZE, *,
+                    with_stats: bool = False) -> Array | tuple[Array, dict[str, Array]]:
     """log pi(targets | row prefix) [N, T] float32 of a row batch: the model's final hidden states (with the
     rows' positions, padding and optional tree mask) -> the blocked LM head (`token_logps_from_hidden`).
 
     With ``score_index`` [N, W] in ``rows`` (`rdpo_jax.batch.add_score_index`) the head runs at those W
     positions of each row only (``h[n, w] = hidden[n, score_index[n, w]]``) and the log-probs are scattered
     back: positions not listed (unscored: the prompt, padding) are 0. Without it, every position is scored.
+    ``with_stats``: ``(logps, stats)`` with the head's per-token statistics [N, T] (`HEAD_STATS`), scattered
+    the same way.
     """
     hidden = model(rows["input_ids"], rows.get("attention_mask"), positions=rows["positions"],
                    attn_mask=rows.get("attn_mask"), return_hidden=True)
     head, layout = model.lm_head_weight()
     index = rows.get("score_index")
     if index is None:
-        return token_logps_from_hidden(hidden, head, rows["targets"], block_size=block_size, layout=layout)
+        return token_logps_from_hidden(hidden, head, rows["targets"], block_size=block_size, layout=layout,
+                                       with_stats=with_stats)
     listed = index >= 0
     safe = jnp.maximum(index, 0)
     picked = jnp.take_along_axis(hidden, safe[..., None], axis=1)  # [N, W, d]
     targets = jnp.take_along_axis(rows["targets"], safe, axis=1)
-    lp = token_logps_from_hidden(picked, head, targets, block_size=block_size, layout=layout)
-    lp = jnp.where(listed, lp, 0.0)
+    out = token_logps_from_hidden(picked, head, targets, block_size=block_size, layout=layout,
+                                  with_stats=with_stats)
     rows_idx = jnp.arange(index.shape[0])[:, None]
-    return jnp.zeros(rows["targets"].shape, jnp.float32).at[rows_idx, safe].add(lp)
+
+    def scatter(values: Array) -> Array:
+        return jnp.zeros(rows["targets"].shape, jnp.float32).at[rows_idx, safe].add(jnp.where(listed, values, 0.0))
+
+    if not with_stats:
+        return scatter(out)
+    return scatter(out[0]), {k: scatter(v) for k, v in out[1].items()}
 
 
 def pair_sums(token_lp: Array, rows: dict[str, Array], num_pairs: int) -> tuple[Array, Array]:
@@ -255,3 +294,19 @@ def pair_sums(token_lp: Array, rows: dict[str, Array], num_pairs: int) -> tuple[
     out_sums = jax.ops.segment_sum(sums.reshape(-1), index, num_segments=num_pairs * NUM_ROLES)
     out_counts = jax.ops.segment_sum(counts.reshape(-1), index, num_segments=num_pairs * NUM_ROLES)
     return out_sums.reshape(num_pairs, NUM_ROLES), out_counts.reshape(num_pairs, NUM_ROLES)
+
+
+def shared_prefix_mask(rows: dict[str, Array], counts: Array) -> Array:
+    """[N, T] bool: the scored targets among the first min(n_w, n_l) scored tokens of their completion
+    (LD-DPO's shared part). ``counts`` [P, 3] are `pair_sums`' counts; a target's rank is its 1-based order
+    among its slot's scored targets in the row."""
+    mask = rows["loss_mask"].astype(bool)
+    slot = rows["score_slot"]
+    n_slots = rows["slot_pair"].shape[-1]
+    onehot = (slot[..., None] == jnp.arange(n_slots)) & mask[..., None]  # [N, T, S]
+    rank = (jnp.cumsum(onehot, axis=1) * onehot).sum(-1)  # [N, T]
+    shared_len = jnp.minimum(counts[:, Role.CHOSEN], counts[:, Role.REJECTED])  # [P]: min(n_w, n_l)
+    pair = rows["slot_pair"]
+    slot_limit = jnp.where(pair >= 0, shared_len[jnp.maximum(pair, 0)], 0)  # [N, S]
+    limit = jnp.take_along_axis(slot_limit, jnp.clip(slot, 0, n_slots - 1), axis=1)
+    return mask & (rank >= 1) & (rank <= limit)

@@ -170,13 +170,13 @@ def test_loss_kwargs_checked_against_the_loss():
     assert "train.loss_kwargs.beta" in msg and "'orpo'" in msg and "lam" in msg and "Hint" in msg
     msg = _error(None, ["train.loss=dpo", "train.loss_kwargs.gama=0.1"])
     assert "train.loss_kwargs.gama" in msg and "did you mean 'gamma'" not in msg  # dpo has no gamma
-    assert "beta, loss_type, label_smoothing, nll_weight" in msg
+    assert "beta, loss_type, loss_weights, label_smoothing, nll_weight" in msg
     msg = _error(None, ["train.loss=rdpo", "train.loss_kwargs.gama=0.1"])
     assert "did you mean 'gamma'" in msg
     msg = _error(None, ["train.loss=rdpo", "train.loss_kwargs.beta=-1"])
     assert "train.loss_kwargs.beta" in msg and "range" in msg
     msg = _error(None, ["train.loss=dpo", "train.loss_kwargs.loss_type=kto"])
-    assert "loss_type" in msg and "sigmoid, ipo, hinge, robust" in msg
+    assert "loss_type" in msg and "sigmoid, hinge, ipo, exo_pair" in msg
     msg = _error(None, ["train.loss=rdpo", "train.loss_kwargs.gamma=big"])
     assert "train.loss_kwargs.gamma" in msg and "a number" in msg
 

@@ -261,13 +261,13 @@ def test_rationale_mask_drops_the_term_for_pairs_without_rationale():
 def test_trace_time_errors_are_clear():
     x = random_inputs(np.random.default_rng(5), 4)
     lp = to_logps(x)
-    with pytest.raises(KeyError, match="unknown loss 'dpoo'; accepted: dpo, orpo, rdpo"):
+    with pytest.raises(KeyError, match="unknown loss .dpoo.; accepted: cpo, dpo, orpo, rdpo"):
         LOSSES["dpoo"]
     with pytest.raises(TypeError, match="orpo.*beta.*accepted: lam.*here it is `lam`"):
         LOSSES["orpo"](lp, beta=0.1)
     with pytest.raises(TypeError, match="simpo_gamma / beta"):
         LOSSES["simpo"](lp, simpo_gamma=0.5)
-    with pytest.raises(ValueError, match="loss_type='kto' is not supported; accepted: sigmoid, ipo, hinge, robust"):
+    with pytest.raises(ValueError, match="loss_type='kto' is not supported; accepted: sigmoid, hinge, ipo, exo_pair"):
         jax.jit(lambda v: LOSSES["dpo"](v, loss_type="kto"))(lp)
     with pytest.raises(ValueError, match="needs SequenceLogps.ref_chosen, ref_rejected"):
         jax.jit(lambda v: LOSSES["dpo"](v))(lp._replace(ref_chosen=None, ref_rejected=None))
@@ -288,7 +288,7 @@ def test_trace_time_errors_are_clear():
 def test_reference_free_losses_need_no_reference():
     x = random_inputs(np.random.default_rng(6), 4)
     lp = to_logps(x)._replace(ref_chosen=None, ref_rejected=None)
-    for name in ("orpo", "rorpo", "simpo", "rsimpo"):
+    for name in ("orpo", "rorpo", "simpo", "rsimpo", "cpo"):
         loss, _ = jax.jit(lambda v, n=name: LOSSES[n](v))(lp)
         assert np.all(np.isfinite(loss))
 

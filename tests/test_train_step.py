@@ -160,7 +160,7 @@ def test_sft_objective_is_token_mean_nll(setup):
 def test_unknown_objective_keyword_fails_before_tracing():
     with pytest.raises(TypeError, match="here it is `lam`"):
         PreferenceObjective("orpo", (("beta", 0.1),))
-    with pytest.raises(KeyError, match="accepted: dpo"):
+    with pytest.raises(KeyError, match="accepted: cpo, dpo"):
         PreferenceObjective("kto")
 
 
