@@ -76,3 +76,104 @@ def reference_loss(name, x, **hp):
         "simpo": lambda: simpo(*base, **hp),
         "rsimpo": lambda: rsimpo(*base, *rat, **hp),
     }[name]()
+
+
+# --- Losses II: TRL 1.16's DPO loss types, f-divergences, LD-DPO, WPO, R-DPO, SimPO/CPO forms ----------------
+# Written from the papers' formulas (and TRL's documented conventions), in float64.
+
+def sigmoid(x):
+    return np.exp(log_sigmoid(x))
+
+
+def f_score(rho, kind="reverse_kl", alpha=0.5, cap=40.0):
+    """f'(u) at u = exp(rho): reverse KL log u; forward KL 1 - 1/u; JS log(2u / (1 + u));
+    alpha (u^(alpha-1) - 1) / (alpha - 1); exponents capped at `cap`."""
+    rho = np.asarray(rho, np.float64)
+    if kind == "reverse_kl":
+        return rho
+    if kind == "forward_kl":
+        return 1.0 - np.exp(np.minimum(-rho, cap))
+    if kind == "js_divergence":
+        return np.log(2.0) + log_sigmoid(rho)  # log(2u/(1+u)) = log 2 + log(u/(1+u))
+    return (np.exp(np.minimum((alpha - 1.0) * rho, cap)) - 1.0) / (alpha - 1.0)
+
+
+def sort_real(v, mask):
+    """The real entries sorted ascending, placed at the real positions in order; padding 0."""
+    out = np.zeros_like(v)
+    out[mask] = np.sort(v[mask])
+    return out
+
+
+def dpo_type(loss_type, s_w, s_l, n_w, n_l, r_w, r_l, beta=0.1, eps=0.0, tau=0.05, f="reverse_kl", alpha=0.5,
+             length_penalty=0.0, mask=None):
+    rho_w, rho_l = s_w - r_w, s_l - r_l
+    g_w, g_l = f_score(rho_w, f, alpha), f_score(rho_l, f, alpha)
+    d = g_w - g_l
+    m = np.ones(np.shape(s_w), bool) if mask is None else mask
+
+    def cdpo(x):
+        return -(1 - eps) * log_sigmoid(x) - eps * log_sigmoid(-x)
+
+    if loss_type == "sigmoid":
+        return cdpo(beta * d - length_penalty * (n_w - n_l))
+    if loss_type == "hinge":
+        return np.maximum(0.0, 1.0 - beta * d)
+    if loss_type == "ipo":
+        return (g_w / np.maximum(n_w, 1) - g_l / np.maximum(n_l, 1) - 1 / (2 * beta)) ** 2
+    if loss_type == "exo_pair":
+        q = sigmoid(beta * d)
+        return q * (np.log(q) - np.log(1 - eps)) + (1 - q) * (np.log1p(-q) - np.log(eps))
+    if loss_type == "nca_pair":
+        return -log_sigmoid(beta * rho_w) - 0.5 * log_sigmoid(-beta * rho_w) - 0.5 * log_sigmoid(-beta * rho_l)
+    if loss_type == "robust":
+        return ((1 - eps) * -log_sigmoid(beta * d) - eps * -log_sigmoid(-beta * d)) / (1 - 2 * eps)
+    if loss_type == "bco_pair":
+        return -log_sigmoid(beta * rho_w) - log_sigmoid(-beta * rho_l)
+    if loss_type == "sppo_hard":
+        return (rho_w - 1 / (2 * beta)) ** 2 + (rho_l + 1 / (2 * beta)) ** 2
+    if loss_type == "aot":
+        return cdpo(beta * (sort_real(s_w - s_l, m) - sort_real(r_w - r_l, m)))
+    if loss_type == "aot_unpaired":
+        return cdpo(beta * (sort_real(rho_w, m) - sort_real(rho_l, m)))
+    if loss_type == "apo_zero":
+        return 1 - sigmoid(beta * rho_w) + sigmoid(beta * rho_l)
+    if loss_type == "apo_down":
+        return sigmoid(beta * rho_w) + 1 - sigmoid(beta * (rho_w - rho_l))
+    if loss_type == "discopop":
+        x = beta * d
+        mu = sigmoid(x / tau)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (1 - mu) * np.logaddexp(0.0, -x) + mu * np.exp(-x)
+    if loss_type == "sft":
+        return -mean(s_w, n_w)
+    if loss_type == "sigmoid_norm":
+        return -log_sigmoid(beta * (g_w / np.maximum(n_w, 1) - g_l / np.maximum(n_l, 1)))
+    raise ValueError(loss_type)
+
+
+def wpo_weight(c_w, c_l, n_w, n_l):
+    """exp(mean_t (log p_t - log sum_v p_v^2)) of chosen times that of rejected (WPO eq. 2, as TRL)."""
+    return np.exp(c_w / np.maximum(n_w, 1) + c_l / np.maximum(n_l, 1))
+
+
+def ld(total, prefix, alpha):
+    """LD-DPO: the shared prefix at full weight, the verbose tail at weight alpha."""
+    return prefix + alpha * (total - prefix)
+
+
+def simpo_form(s_w, s_l, n_w, n_l, beta=2.0, gamma_beta_ratio=0.25, loss_type="sigmoid", eps=0.0):
+    x = beta * (mean(s_w, n_w) - mean(s_l, n_l)) - gamma_beta_ratio * beta
+    if loss_type == "hinge":
+        return np.maximum(0.0, 1 - x)
+    return -(1 - eps) * log_sigmoid(x) - eps * log_sigmoid(-x)
+
+
+def cpo(s_w, s_l, n_w, n_l, beta=0.1, loss_type="sigmoid", eps=0.0, cpo_alpha=1.0):
+    if loss_type == "ipo":
+        pref = (mean(s_w, n_w) - mean(s_l, n_l) - 1 / (2 * beta)) ** 2
+    elif loss_type == "hinge":
+        pref = np.maximum(0.0, 1 - beta * (s_w - s_l))
+    else:
+        pref = -(1 - eps) * log_sigmoid(beta * (s_w - s_l)) - eps * log_sigmoid(-beta * (s_w - s_l))
+    return pref + cpo_alpha * -mean(s_w, n_w)
