@@ -253,3 +253,19 @@ def test_extends(tmp_path):
     bad_base = _write(tmp_path, "d.yaml", "extends: e.yaml\n")
     _write(tmp_path, "e.yaml", "train: {bogus: 1}\n")
     assert "e.yaml" in _error(bad_base) and "train.bogus" in _error(bad_base)
+
+
+def test_a_list_of_losses_in_yaml_and_as_overrides(tmp_path):
+    """docs/losses.md: a combination written in the file or as overrides gives the same keywords."""
+    path = tmp_path / "my.yaml"
+    path.write_text("train:\n  loss: dpo\n  loss_kwargs: {loss_type: [sigmoid, bco_pair, sft], "
+                    "loss_weights: [0.8, 0.2, 1.0], beta: 0.1}\n")
+    from_file = load_config(str(path)).train.loss_kwargs
+    from_overrides = load_config(None, ["train.loss=dpo", "train.loss_kwargs.loss_type=[sigmoid,bco_pair,sft]",
+                                        "train.loss_kwargs.loss_weights=[0.8,0.2,1.0]",
+                                        "train.loss_kwargs.beta=0.1"]).train.loss_kwargs
+    assert from_file == from_overrides == {"loss_type": ["sigmoid", "bco_pair", "sft"],
+                                           "loss_weights": [0.8, 0.2, 1.0], "beta": 0.1}
+    msg = _error(None, ["train.loss=dpo", "train.loss_kwargs.loss_type=[sigmoid,bco_pair]",
+                        "train.loss_kwargs.loss_weights=[1]"])
+    assert "train.loss_kwargs" in msg and "loss_weights has 1 entries for 2 loss types" in msg
