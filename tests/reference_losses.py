@@ -69,11 +69,13 @@ def reference_loss(name, x, **hp):
     ref = (x["ref_chosen"], x["ref_rejected"])
     rat = (x["rationale"], x["rationale_tokens"])
     return {
-        "dpo": lambda: dpo(*base, *ref, **hp),
+        "dpo": lambda: dpo(*base, *ref, **hp) if set(hp) <= DPO_KEYS and hp.get("loss_type", "sigmoid") in
+        ("sigmoid", "ipo", "hinge", "robust") else dpo_catalogue(x, **hp),
+        "cpo": lambda: cpo(*base, **{CPO_KEYS.get(k, k): v for k, v in hp.items()}),
         "rdpo": lambda: rdpo(*base, *ref, *rat, **hp),
         "orpo": lambda: orpo(*base, **hp),
         "rorpo": lambda: rorpo(*base, *rat, **hp),
-        "simpo": lambda: simpo(*base, **hp),
+        "simpo": lambda: simpo_forms(*base, **hp),
         "rsimpo": lambda: rsimpo(*base, *rat, **hp),
     }[name]()
 
@@ -121,9 +123,9 @@ def dpo_type(loss_type, s_w, s_l, n_w, n_l, r_w, r_l, beta=0.1, eps=0.0, tau=0.0
         return np.maximum(0.0, 1.0 - beta * d)
     if loss_type == "ipo":
         return (g_w / np.maximum(n_w, 1) - g_l / np.maximum(n_l, 1) - 1 / (2 * beta)) ** 2
-    if loss_type == "exo_pair":
-        q = sigmoid(beta * d)
-        return q * (np.log(q) - np.log(1 - eps)) + (1 - q) * (np.log1p(-q) - np.log(eps))
+    if loss_type == "exo_pair":  # KL([q, 1-q] || [1-eps, eps]), q = sigma(beta Delta)
+        x = beta * d
+        return sigmoid(x) * (log_sigmoid(x) - np.log(1 - eps)) + sigmoid(-x) * (log_sigmoid(-x) - np.log(eps))
     if loss_type == "nca_pair":
         return -log_sigmoid(beta * rho_w) - 0.5 * log_sigmoid(-beta * rho_w) - 0.5 * log_sigmoid(-beta * rho_l)
     if loss_type == "robust":
@@ -140,11 +142,9 @@ def dpo_type(loss_type, s_w, s_l, n_w, n_l, r_w, r_l, beta=0.1, eps=0.0, tau=0.0
         return 1 - sigmoid(beta * rho_w) + sigmoid(beta * rho_l)
     if loss_type == "apo_down":
         return sigmoid(beta * rho_w) + 1 - sigmoid(beta * (rho_w - rho_l))
-    if loss_type == "discopop":
+    if loss_type == "discopop":  # mu e^-x written as e^{-x + log mu}: finite where e^-x alone overflows
         x = beta * d
-        mu = sigmoid(x / tau)
-        with np.errstate(over="ignore", invalid="ignore"):
-            return (1 - mu) * np.logaddexp(0.0, -x) + mu * np.exp(-x)
+        return sigmoid(-x / tau) * np.logaddexp(0.0, -x) + np.exp(np.minimum(-x + log_sigmoid(x / tau), 40.0))
     if loss_type == "sft":
         return -mean(s_w, n_w)
     if loss_type == "sigmoid_norm":
@@ -177,3 +177,25 @@ def cpo(s_w, s_l, n_w, n_l, beta=0.1, loss_type="sigmoid", eps=0.0, cpo_alpha=1.
     else:
         pref = -(1 - eps) * log_sigmoid(beta * (s_w - s_l)) - eps * log_sigmoid(-beta * (s_w - s_l))
     return pref + cpo_alpha * -mean(s_w, n_w)
+
+
+DPO_KEYS = {"beta", "loss_type", "label_smoothing", "nll_weight"}
+CPO_KEYS = {"label_smoothing": "eps"}
+
+
+def simpo_forms(s_w, s_l, n_w, n_l, sft_weight=0.0, label_smoothing=0.0, **hp):
+    """SimPO in either form plus its SFT term."""
+    return simpo_form(s_w, s_l, n_w, n_l, eps=label_smoothing, **hp) + sft_weight * -mean(s_w, n_w)
+
+
+def dpo_catalogue(x, loss_type="sigmoid", loss_weights=None, beta=0.1, label_smoothing=0.0, nll_weight=0.0,
+                  f_divergence_type="reverse_kl", f_alpha_divergence_coef=0.5, discopop_tau=0.05,
+                  length_penalty=0.0):
+    """The weighted sum of the listed types plus nll_weight * (-A_w)."""
+    types = [loss_type] if isinstance(loss_type, str) else list(loss_type)
+    weights = loss_weights or [1.0] * len(types)
+    args = (x["chosen"], x["rejected"], x["chosen_tokens"], x["rejected_tokens"], x["ref_chosen"], x["ref_rejected"])
+    total = sum(w * dpo_type(t, *args, beta=beta, eps=label_smoothing, tau=discopop_tau, f=f_divergence_type,
+                             alpha=f_alpha_divergence_coef, length_penalty=length_penalty)
+                for t, w in zip(types, weights, strict=True))
+    return total + nll_weight * -mean(x["chosen"], x["chosen_tokens"])

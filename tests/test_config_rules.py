@@ -43,6 +43,9 @@ def test_infinite_numbers_are_rejected(override, key):
 
 @pytest.mark.parametrize("overrides,needle", [
     (["data.rationale_template=none"], "data.rationale_template=none: loss 'rdpo' has a rationale term"),
+    (["data.rationale_template=none", "train.loss=dpo", "train.loss_kwargs={loss_type: bco_pair, "
+      "rationale_weight: 0.1}"], "data.rationale_template=none: loss 'dpo' has a rationale term"),
+    (["train.loss=cpo", "train.loss_kwargs={}", "train.reference=cache"], "loss 'cpo' is reference-free"),
     (["train.objective=sft", "train.sft_rationales=true", "data.rationale_template=none",
       "train.loss_kwargs={}"], "data.rationale_template=none: train.sft_rationales=true"),
     (["train.loss=simpo", "train.loss_kwargs={}", "train.reference=cache"], "loss 'simpo' is reference-free"),
@@ -59,6 +62,8 @@ def test_contradicting_settings(overrides, needle):
     (["train.sft_rejected=true"], "train.sft_rejected"),
     (["train.objective=sft"], "train.loss_kwargs"),  # the default loss_kwargs are {}: set some first
     (["data.missing_rationale=mask", "train.loss=dpo"], "data.missing_rationale"),
+    (["data.missing_rationale=mask", "train.loss=simpo", "train.loss_kwargs={loss_type: hinge}"],
+     "data.missing_rationale"),
     (["data.source=my.jsonl", "data.synthetic.u=0.3"], "data.synthetic.u"),
     (["data.pairs_per_row=2"], "data.pairs_per_row"),
     (["optim.total_steps=100"], "optim.total_steps"),

@@ -34,6 +34,18 @@ CONFIGS = [
     ("simpo", {"beta": 2.5, "gamma_beta_ratio": 0.55, "sft_weight": 1.0}),
     ("rsimpo", {}),
     ("rsimpo", {"beta": 10.0, "gamma_beta_ratio": 0.3, "gamma": 0.5}),
+    # Losses II (more in tests/test_losses_catalogue.py)
+    ("dpo", {"loss_type": "bco_pair"}),
+    ("dpo", {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]}),
+    ("dpo", {"loss_type": "discopop", "beta": 0.5}),
+    ("dpo", {"loss_type": "exo_pair", "label_smoothing": 0.01}),
+    ("dpo", {"loss_type": "apo_down", "beta": 0.05}),
+    ("dpo", {"f_divergence_type": "js_divergence"}),
+    ("dpo", {"length_penalty": 0.02}),
+    ("simpo", {"loss_type": "hinge"}),
+    ("simpo", {"label_smoothing": 0.1, "sft_weight": 0.5}),
+    ("cpo", {}),
+    ("cpo", {"loss_type": "ipo", "beta": 0.5}),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in hp.items()) or 'default'}" for n, hp in CONFIGS]
 
@@ -146,7 +158,7 @@ GRAD_FIELDS = ["chosen", "rejected", "ref_chosen", "ref_rejected", "rationale"]
 def test_gradients_match_finite_differences(name, hp):
     x = random_inputs(np.random.default_rng(2), 32)
     x32 = rounded(x, jnp.float32)
-    fields = [f for f in GRAD_FIELDS if not (name in ("orpo", "simpo") and f in ("ref_chosen", "ref_rejected",
+    fields = [f for f in GRAD_FIELDS if not (name in ("orpo", "simpo", "cpo") and f in ("ref_chosen", "ref_rejected",
                                                                               "rationale"))]
     if name in ("rorpo", "rsimpo"):
         fields = [f for f in fields if not f.startswith("ref")]

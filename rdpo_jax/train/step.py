@@ -111,7 +111,7 @@ def make_loss_and_grads(graphdef: nnx.GraphDef, objective, *, with_grads: bool =
         (grads, loss, metric_sums), finite_pairs = jax.lax.scan(micro, init, batch)
         metrics = {k: v / total for k, v in metric_sums.items()}
         metrics["count"] = objective.count(batch)
-        metrics["num_tokens"] = batch["attention_mask"].astype(jnp.float32).sum()  # this step's real input tokens
+        metrics["num_tokens"] = batch["attention_mask"].astype(jnp.float32).sum()  # the step's real input tokens
         if finite_pairs is not None:
             metrics["pair_finite"] = finite_pairs
         return loss, grads, metrics

@@ -263,6 +263,7 @@ def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> Run
     ckpt = Checkpointer(out / "checkpoints", every=cfg.checkpoint.every, keep=cfg.checkpoint.keep,
                         async_save=cfg.checkpoint.async_save)
     rng = jax.random.key(cfg.train.seed)
+    trained_tokens = 0.0  # TRL's num_tokens: real input tokens of every step so far (kept across a resume)
     restored, resume_note = _resume_or_start(run_cfg, ckpt, abstract_state(state, shardings), data_digest, out)
     if restored is not None:
         _, state, extras = restored
@@ -272,6 +273,7 @@ def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> Run
             raise ResumeMismatch(f"cannot resume {out}: the data iterator of the checkpoint does not fit this "
                                  f"data ({e}); start afresh with checkpoint.resume=false or a new output_dir") from e
         rng = key_from_json(extras["rng"])
+        trained_tokens = float(extras.get("num_tokens", 0.0))
     if resume_note:
         notes.append(resume_note)
     caches = {"train": None, "eval": None}
@@ -322,6 +324,8 @@ def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> Run
             state, metrics = step_fn(state, batch, ref_params)
             tokens += int(local["attention_mask"].sum()) * jax.process_count()
             last = _host(metrics)
+            trained_tokens += last["num_tokens"]
+            last["num_tokens"] = trained_tokens
             if last["finite"] < 1:
                 pairs = _nonfinite_pairs(jax.device_get(metrics.get("pair_finite")), index, data, cfg.data.source)
                 if cfg.train.nan_policy == "error":
@@ -346,7 +350,8 @@ def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> Run
             logger.advance(step, last)
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and data.eval_rows:
                 final_eval, eval_step = run_eval(step), step
-            ckpt.save(step, state, extras={**extras, "iterator": iterator.get_state(), "rng": key_to_json(rng)})
+            ckpt.save(step, state, extras={**extras, "iterator": iterator.get_state(), "rng": key_to_json(rng),
+                                           "num_tokens": trained_tokens})
         step = iterator.step
         applied = int(jax.device_get(state.step))
         if applied == 0:
@@ -354,8 +359,8 @@ def _train_locked(cfg: RunConfig, mesh, row_multiple: int, lock: RunLock) -> Run
                                 "loss, gradient or update); nothing is exported")
         if data.eval_rows and eval_step != step:
             final_eval = run_eval(step)
-        ckpt.save(step, state, extras={**extras, "iterator": iterator.get_state(), "rng": key_to_json(rng)},
-                  force=True)
+        ckpt.save(step, state, extras={**extras, "iterator": iterator.get_state(), "rng": key_to_json(rng),
+                                       "num_tokens": trained_tokens}, force=True)
         ckpt.wait()
     finally:
         logger.close()
@@ -384,6 +389,7 @@ def evaluate(cfg: RunConfig, eval_fn, params, ref_params, rows, batcher: LocalBa
         if cfg.train.eval_batches is not None and i >= cfg.train.eval_batches:
             break
         m = _host(eval_fn(params, to_global(local, mesh, batcher.pad_id), ref_params))
+        m.pop("num_tokens")  # a training count (the running total of trained tokens), not a held-out metric
         n = m.pop("count")
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v * n
