@@ -275,3 +275,13 @@ def test_wrong_combinations_are_errors_naming_the_keyword():
         LOSSES["simpo"](x, loss_type="hinge", label_smoothing=0.1)
     with pytest.raises(TypeError, match="Hint: dpo's rationale weight is `rationale_weight`"):
         LOSSES["dpo"](x, gamma=0.1)
+
+
+def test_numeric_keywords_may_be_traced():
+    """Values passed through jit (a sweep over beta, tau, eps) are not checked at trace time and do not fail."""
+    x = random_inputs(np.random.default_rng(14), 8)
+    fn = jax.jit(lambda v, b, tau, eps: LOSSES["dpo"](v, loss_type=["discopop", "sigmoid"], beta=b,
+                                                      discopop_tau=tau, label_smoothing=eps)[0])
+    got = fn(to_logps(x), 0.3, 0.1, 0.05)
+    want = _np(x, "discopop", beta=0.3, tau=0.1) + _np(x, "sigmoid", beta=0.3, eps=0.05)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)

@@ -247,7 +247,7 @@ def _check_options(loss: str, types: tuple[str, ...], weights, o: Options, nll_w
         raise ValueError(f"loss {loss!r}: f_alpha_divergence_coef={f_alpha_divergence_coef} has no effect with "
                          f"f_divergence_type={f_divergence_type!r}; it applies to 'alpha_divergence'")
     check_range(loss, "discopop_tau", o.discopop_tau, 0.0, math.inf, lo_open=True)
-    if o.discopop_tau != 0.05 and "discopop" not in types:
+    if isinstance(o.discopop_tau, int | float) and o.discopop_tau != 0.05 and "discopop" not in types:
         raise ValueError(f"loss {loss!r}: discopop_tau={o.discopop_tau} has no effect without loss_type 'discopop'")
     check_range(loss, "length_penalty", o.length_penalty, 0.0, math.inf)
     if isinstance(o.length_penalty, int | float) and o.length_penalty and "sigmoid" not in types:
